@@ -1,0 +1,38 @@
+# Two entry points for a fresh machine: `make run` and `make test`.
+# Both create .venv and install the project from pyproject.toml; a stamp file
+# makes the second call instant until pyproject.toml changes.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: install run test test-fast bench pr-report clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# pip (not uv/poetry) so torch and torchvision come from this machine's disk.
+	$(BIN)/pip install --quiet -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install
+	$(BIN)/dvc repro
+
+# pytest exits 5 when it collected no test: that is a failure of the suite here too.
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: install
+	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+
+pr-report: install
+	$(BIN)/signflow pr-report --base $${BASE:-main}
+
+clean:
+	rm -rf $(VENV) .pytest_cache

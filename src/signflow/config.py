@@ -1,0 +1,349 @@
+"""Typed, validated configuration built once from ``params.yaml``.
+
+Every section is a frozen dataclass. ``from_mapping`` refuses unknown keys and
+wrong types, and each ``validate`` checks ranges, so a bad value stops a stage
+before any heavy work with one message naming the key, the value and what is
+allowed. Stages build only the sections they read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+SOURCES = ("synthetic", "gtsrb", "folder")
+STRATEGIES = ("linear", "partial", "full", "scratch")
+WEIGHTS = ("imagenet", "none")
+OPTIMIZERS = ("adamw", "sgd")
+BALANCE_MODES = ("none", "loss", "sampler")
+MONITORS = ("val_accuracy", "val_loss")
+DEVICES = ("auto", "cpu", "cuda")
+SPLIT_NAMES = ("train", "val", "test")
+UNKNOWN_NAME = "unknown"
+FRACTION_TOLERANCE = 1e-6
+
+
+class ConfigError(ValueError):
+    """A params.yaml value is wrong; the message names the key and what is allowed."""
+
+
+def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
+    raise ConfigError(f"params.yaml: {key}={value!r} is invalid; allowed: {allowed}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        _fail(key, value, " | ".join(choices))
+
+
+def _check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"{'-inf' if low is None else low} <= value <= {'inf' if high is None else high}"
+        _fail(key, value, bounds)
+
+
+def _coerce(key: str, value: Any, annotation: Any) -> Any:
+    """Convert a YAML value to the annotated type, failing with the key's name."""
+    origin = typing.get_origin(annotation)
+    if dataclasses.is_dataclass(annotation):
+        if not isinstance(value, Mapping):
+            _fail(key, value, f"a mapping with keys {', '.join(f.name for f in dataclasses.fields(annotation))}")
+        return from_mapping(annotation, value, key)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(key, value, options[0])
+    if origin is tuple:
+        (item_type, _) = typing.get_args(annotation)
+        if not isinstance(value, (list, tuple)):
+            _fail(key, value, "a list")
+        return tuple(_coerce(f"{key}[{i}]", v, item_type) for i, v in enumerate(value))
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping):
+            _fail(key, value, "a mapping")
+        return {str(k): str(v) for k, v in value.items()}
+    if annotation is bool:
+        if not isinstance(value, bool):
+            _fail(key, value, "true | false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            _fail(key, value, "an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            _fail(key, value, "a number")
+        return float(value)
+    if annotation is str:
+        if isinstance(value, (dict, list)):
+            _fail(key, value, "a string")
+        return "" if value is None else str(value)
+    return value
+
+
+def from_mapping(cls: type, mapping: Mapping[str, Any], prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from ``mapping``; unknown keys fail at once."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key in mapping:
+        if str(key) not in names:
+            _fail(f"{prefix}{'.' if prefix else ''}{key}", mapping[key], f"known keys are {', '.join(sorted(names))}")
+    kwargs = {
+        name: _coerce(f"{prefix}{'.' if prefix else ''}{name}", mapping[name], hints[name])
+        for name in names
+        if name in mapping
+    }
+    obj = cls(**kwargs)
+    validate = getattr(obj, "validate", None)
+    if validate is not None:
+        validate(prefix)
+    return obj
+
+
+@dataclass(frozen=True)
+class GtsrbConfig:
+    url: str = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/GTSRB-Training_fixed.zip"
+    md5: str = "513f3c79a4c5141765e10e952eaa2478"
+
+    def validate(self, prefix: str) -> None:
+        if not self.url:
+            _fail(f"{prefix}.url", self.url, "an http(s):// or file:// URL or a local path")
+        if self.md5 and (len(self.md5) != 32 or any(c not in "0123456789abcdef" for c in self.md5.lower())):
+            _fail(f"{prefix}.md5", self.md5, "32 hex digits, or empty to skip the check")
+
+
+@dataclass(frozen=True)
+class FolderConfig:
+    path: str = ""
+    # Regex whose first group is the track id in a file name; empty: each image its own track.
+    track_pattern: str = ""
+
+
+@dataclass(frozen=True)
+class SyntheticConfig:
+    seed: int = 0
+    tracks_per_class: int = 30
+    frames_per_track: int = 8
+    min_size: int = 15
+    max_size: int = 96
+
+    def validate(self, prefix: str) -> None:
+        for name in ("tracks_per_class", "frames_per_track", "min_size"):
+            _check_range(f"{prefix}.{name}", getattr(self, name), 1)
+        _check_range(f"{prefix}.max_size", self.max_size, self.min_size)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    source: str = "synthetic"
+    classes: dict[str, str] = field(default_factory=dict)
+    image_size: int = 64
+    roi_crop: bool = False
+    min_image_side: int = 8
+    max_image_side: int = 4096
+    decode_workers: int = 0
+    gtsrb: GtsrbConfig = GtsrbConfig()
+    folder: FolderConfig = FolderConfig()
+    synthetic: SyntheticConfig = SyntheticConfig()
+
+    def validate(self, prefix: str) -> None:
+        _check_choice(f"{prefix}.source", self.source, SOURCES)
+        if not self.classes:
+            _fail(f"{prefix}.classes", self.classes, "a mapping of at least one class id to a name")
+        names = list(self.classes.values())
+        if len(set(names)) != len(names) or UNKNOWN_NAME in names:
+            _fail(f"{prefix}.classes", self.classes, f"unique names, none of them {UNKNOWN_NAME!r}")
+        _check_range(f"{prefix}.image_size", self.image_size, 8, 1024)
+        _check_range(f"{prefix}.min_image_side", self.min_image_side, 1)
+        _check_range(f"{prefix}.max_image_side", self.max_image_side, self.min_image_side)
+        _check_range(f"{prefix}.decode_workers", self.decode_workers, 0)
+        if self.source == "folder" and not self.folder.path:
+            _fail(f"{prefix}.folder.path", self.folder.path, "a directory with one sub-folder per class")
+
+    @property
+    def class_ids(self) -> list[str]:
+        return list(self.classes)
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.classes.values())
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
+    seed: int = 42
+    group_by: str = "track"
+
+    def validate(self, prefix: str) -> None:
+        for name in SPLIT_NAMES:
+            _check_range(f"{prefix}.{name}", getattr(self, name), 0.0, 1.0)
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > FRACTION_TOLERANCE:
+            _fail(f"{prefix}.train/val/test", (self.train, self.val, self.test), "fractions summing to 1")
+        _check_choice(f"{prefix}.group_by", self.group_by, ("track", "image"))
+
+    @property
+    def fractions(self) -> dict[str, float]:
+        return {name: getattr(self, name) for name in SPLIT_NAMES}
+
+
+@dataclass(frozen=True)
+class UnknownConfig:
+    enabled: bool = True
+    # Class ids feeding the "unknown" class; empty: every non-target class not held out.
+    classes: tuple[str, ...] = ()
+    heldout: tuple[str, ...] = ()
+    max_images: int = 1500
+    heldout_max_images: int = 600
+
+    def validate(self, prefix: str) -> None:
+        _check_range(f"{prefix}.max_images", self.max_images, 0)
+        _check_range(f"{prefix}.heldout_max_images", self.heldout_max_images, 0)
+        both = set(self.classes) & set(self.heldout)
+        if both:
+            _fail(f"{prefix}.heldout", list(self.heldout), f"classes not also in unknown.classes ({sorted(both)})")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    backbone: str = "efficientnet_lite0"
+    weights: str = "imagenet"
+    dropout: float = 0.2
+
+    def validate(self, prefix: str) -> None:
+        _check_choice(f"{prefix}.weights", self.weights, WEIGHTS)
+        _check_range(f"{prefix}.dropout", self.dropout, 0.0, 0.99)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    hflip: bool = False  # mirrored signs are different signs (keep right vs keep left)
+    scale_min: float = 0.7
+    rotate_degrees: float = 12.0
+    perspective: float = 0.15
+    brightness: float = 0.35
+    contrast: float = 0.35
+    saturation: float = 0.35
+    hue: float = 0.03
+    blur_prob: float = 0.25
+
+    def validate(self, prefix: str) -> None:
+        _check_range(f"{prefix}.scale_min", self.scale_min, 0.05, 1.0)
+        _check_range(f"{prefix}.perspective", self.perspective, 0.0, 1.0)
+        _check_range(f"{prefix}.hue", self.hue, 0.0, 0.5)
+        _check_range(f"{prefix}.blur_prob", self.blur_prob, 0.0, 1.0)
+        for name in ("rotate_degrees", "brightness", "contrast", "saturation"):
+            _check_range(f"{prefix}.{name}", getattr(self, name), 0.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    backbone_lr_mult: float = 0.1
+    weight_decay: float = 1e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    balance: str = "none"
+    monitor: str = "val_accuracy"
+    patience: int = 5
+    grad_clip: float = 1.0
+    unfreeze: int = 2
+    seed: int = 0
+    threads: int = 0  # 0: one per available core
+    device: str = "auto"
+    channels_last: bool = True
+    compile: bool = False
+    feature_views: int = 4  # augmented views cached per image for the linear strategy
+    augment: AugmentConfig = AugmentConfig()
+
+    def validate(self, prefix: str) -> None:
+        for name in ("epochs", "batch_size", "feature_views"):
+            _check_range(f"{prefix}.{name}", getattr(self, name), 1)
+        for name in ("lr", "backbone_lr_mult"):
+            _check_range(f"{prefix}.{name}", getattr(self, name), 1e-12)
+        for name in ("weight_decay", "warmup_epochs", "grad_clip", "momentum", "threads", "patience"):
+            _check_range(f"{prefix}.{name}", getattr(self, name), 0)
+        _check_range(f"{prefix}.label_smoothing", self.label_smoothing, 0.0, 0.99)
+        _check_range(f"{prefix}.unfreeze", self.unfreeze, 1)
+        _check_choice(f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
+        _check_choice(f"{prefix}.balance", self.balance, BALANCE_MODES)
+        _check_choice(f"{prefix}.monitor", self.monitor, MONITORS)
+        _check_choice(f"{prefix}.device", self.device, DEVICES)
+
+
+@dataclass(frozen=True)
+class EvaluateConfig:
+    batch_size: int = 256
+    ece_bins: int = 15
+    target_tpr: float = 0.95
+
+    def validate(self, prefix: str) -> None:
+        _check_range(f"{prefix}.batch_size", self.batch_size, 1)
+        _check_range(f"{prefix}.ece_bins", self.ece_bins, 2)
+        _check_range(f"{prefix}.target_tpr", self.target_tpr, 0.01, 1.0)
+
+
+@dataclass(frozen=True)
+class Config:
+    strategy: str = "linear"
+    data: DataConfig = DataConfig()
+    split: SplitConfig = SplitConfig()
+    unknown: UnknownConfig = UnknownConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    def validate(self, prefix: str) -> None:
+        _check_choice("strategy", self.strategy, STRATEGIES)
+        targets = set(self.data.class_ids)
+        for key, ids in (("unknown.classes", self.unknown.classes), ("unknown.heldout", self.unknown.heldout)):
+            clash = sorted(targets & set(ids))
+            if clash:
+                _fail(key, list(ids), f"class ids that are not targets in data.classes (clash: {clash})")
+
+    @property
+    def class_names(self) -> list[str]:
+        """Model output names: the targets, then ``unknown`` when it is enabled."""
+        return self.data.class_names + ([UNKNOWN_NAME] if self.unknown.enabled else [])
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
+    with open(path) as fh:
+        params = yaml.safe_load(fh) or {}
+    if not isinstance(params, Mapping):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
+    return dict(params)
+
+
+def load_config(path: Path | str = "params.yaml") -> Config:
+    """Read and validate the whole of ``params.yaml`` into a :class:`Config`."""
+    return from_mapping(Config, load_params(path))
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys (``train.lr``), for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat

@@ -1,0 +1,90 @@
+"""Image validation and decoding: the only place image files are opened.
+
+Headers are read before pixels, so an absurd size (a decompression bomb) is
+refused without allocating it; a full decode then catches truncated files,
+which OpenCV would silently return half grey.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+
+class BadImageError(ValueError):
+    """An image file that cannot be used; the message says why."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    min_side: int = 8
+    max_side: int = 4096
+
+
+def _open_checked(path: Path, limits: ImageLimits) -> Image.Image:
+    try:
+        size = path.stat().st_size
+    except OSError as err:
+        raise BadImageError(f"cannot stat: {err.strerror}") from err
+    if size == 0:
+        raise BadImageError("empty file")
+    try:
+        image = Image.open(path)
+    except UnidentifiedImageError as err:
+        raise BadImageError("not an image") from err
+    except (OSError, Image.DecompressionBombError) as err:
+        raise BadImageError(f"unreadable: {err}") from err
+    width, height = image.size
+    if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
+        image.close()
+        raise BadImageError(
+            f"size {width}x{height} outside [{limits.min_side}, {limits.max_side}] px"
+        )
+    return image
+
+
+def read_rgb(path: Path | str, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+    """Decode ``path`` fully to an RGB uint8 array (H, W, 3) or raise BadImageError."""
+    path = Path(path)
+    image = _open_checked(path, limits)
+    try:
+        with image:
+            # Our own size check above replaces Pillow's pixel cap, so large but
+            # allowed images are not refused twice.
+            image.load()
+            rgb = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
+        raise BadImageError(f"corrupt or truncated: {err}") from err
+    return rgb
+
+
+def check_image(path: Path | str, limits: ImageLimits = ImageLimits()) -> str | None:
+    """Return None for a usable image, else the reason it is not."""
+    try:
+        read_rgb(path, limits)
+    except BadImageError as err:
+        return str(err)
+    return None
+
+
+def crop_and_resize(
+    rgb: np.ndarray, size: int, roi: tuple[int, int, int, int] | None = None
+) -> np.ndarray:
+    """Optionally crop to ``roi`` (x1, y1, x2, y2), then resize to ``size`` x ``size``."""
+    if roi is not None:
+        x1, y1, x2, y2 = roi
+        height, width = rgb.shape[:2]
+        x1, y1 = max(0, x1), max(0, y1)
+        x2, y2 = min(width, x2), min(height, y2)
+        if x2 > x1 and y2 > y1:
+            rgb = rgb[y1:y2, x1:x2]
+    shrinking = max(rgb.shape[:2]) > size
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+    return cv2.resize(rgb, (size, size), interpolation=interpolation)

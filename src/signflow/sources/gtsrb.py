@@ -1,0 +1,173 @@
+"""The German Traffic Sign Recognition Benchmark (GTSRB) training set as raw records.
+
+The official archive unpacks to ``GTSRB/Training/000NN/`` with one
+``GT-000NN.csv`` per class (``;``-separated: Filename, Width, Height, Roi.X1,
+Roi.Y1, Roi.X2, Roi.Y2, ClassId) and images named ``TTTTT_FFFFF.ppm``, where
+TTTTT is the physical sign's track: the up to 30 frames of one track are
+near-identical, so the track is what splits must keep together. Image sizes
+vary (about 15 to 250 px), so sizes and boxes always come from each CSV row.
+"""
+
+from __future__ import annotations
+
+import csv
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+from signflow.archive import safe_extract_zip
+from signflow.download import fetch
+from signflow.records import RawRecord
+
+log = logging.getLogger(__name__)
+
+# Same URL and md5 as torchvision.datasets.GTSRB uses for the training split.
+GTSRB_TRAINING_URL = (
+    "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/GTSRB-Training_fixed.zip"
+)
+GTSRB_TRAINING_MD5 = "513f3c79a4c5141765e10e952eaa2478"
+DEFAULT_ARCHIVE_NAME = "GTSRB-Training_fixed.zip"  # used when a URL has no file name
+CSV_DELIMITER = ";"
+CSV_COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId")
+IMAGE_SUFFIXES = frozenset({".ppm"})
+TRACK_SEPARATOR = "_"  # TTTTT_FFFFF.ppm
+CLASS_DIR = re.compile(r"^\d{5}$")  # 000NN
+GT_CSV = re.compile(r"^GT-\d{5}\.csv$")
+MISSING_EXAMPLES = 5  # how many missing files a warning lists
+
+
+@dataclass(frozen=True)
+class GtsrbScan:
+    """What a scan found: usable records and CSV rows whose image is missing."""
+
+    records: list[RawRecord]
+    missing: list[str] = field(default_factory=list)  # paths relative to root
+
+
+def read_gtsrb_tree(root: Path) -> list[RawRecord]:
+    """Records of every GTSRB training image under ``root``; missing files are logged."""
+    scan = scan_gtsrb_tree(root)
+    if scan.missing:
+        log.warning(
+            "%d GT csv rows under %s reference missing images (skipped), e.g. %s",
+            len(scan.missing),
+            root,
+            ", ".join(scan.missing[:MISSING_EXAMPLES]),
+        )
+    return scan.records
+
+
+def scan_gtsrb_tree(root: Path) -> GtsrbScan:
+    """Scan ``root`` (with or without the leading ``GTSRB/`` folder) for class dirs.
+
+    A class dir with a GT csv is read from it; one with images but no csv falls
+    back to the directory name as class and the file name for the track, with
+    unknown size (0) and no box.
+    """
+    root = Path(root)
+    class_dirs = find_class_dirs(root)
+    if not class_dirs:
+        raise FileNotFoundError(f"no GTSRB class directories (000NN/ with GT-000NN.csv or .ppm images) under {root}")
+    records: list[RawRecord] = []
+    missing: list[str] = []
+    for class_dir in class_dirs:
+        found, lost = _read_class_dir(root, class_dir)
+        records.extend(found)
+        missing.extend(lost)
+    log.info("read %d GTSRB images in %d class dirs under %s", len(records), len(class_dirs), root)
+    return GtsrbScan(records, missing)
+
+
+def find_class_dirs(root: Path) -> list[Path]:
+    """Every ``000NN`` directory under ``root`` holding a GT csv or images, sorted."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        path = Path(dirpath)
+        if CLASS_DIR.match(path.name) and any(_is_gt_csv(f) or _is_image(f) for f in filenames):
+            found.append(path)
+    return sorted(found)
+
+
+def materialise_gtsrb(url: str, md5: str | None, raw_dir: Path, download_dir: Path) -> list[RawRecord]:
+    """Fetch the archive into the ``download_dir`` cache, extract it to ``raw_dir``, read it."""
+    archive = fetch(url, Path(download_dir) / archive_name(url), md5)
+    safe_extract_zip(archive, Path(raw_dir))
+    return read_gtsrb_tree(Path(raw_dir))
+
+
+def archive_name(url: str) -> str:
+    """The file name a URL or path ends with, so different sources do not collide in the cache."""
+    name = Path(urlparse(url).path).name if "://" in url else Path(url).name
+    return name or DEFAULT_ARCHIVE_NAME
+
+
+def _read_class_dir(root: Path, class_dir: Path) -> tuple[list[RawRecord], list[str]]:
+    csv_paths = sorted(p for p in class_dir.iterdir() if _is_gt_csv(p.name))
+    if not csv_paths:
+        log.info("%s has no GT csv; using directory name as class and no sizes", class_dir)
+        return _records_without_csv(root, class_dir), []
+    records: list[RawRecord] = []
+    missing: list[str] = []
+    for csv_path in csv_paths:
+        for record in _records_from_csv(root, csv_path):
+            if (root / record.path).is_file():
+                records.append(record)
+            else:
+                missing.append(record.path)
+    return records, missing
+
+
+def _records_from_csv(root: Path, csv_path: Path) -> list[RawRecord]:
+    """Parse one GT csv; a malformed row fails with the file and line, not silently."""
+    with open(csv_path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh, delimiter=CSV_DELIMITER)
+        absent = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+        if absent:
+            raise ValueError(f"{csv_path}: missing columns {absent}; expected {CSV_DELIMITER.join(CSV_COLUMNS)}")
+        try:
+            return [_row_record(root, csv_path.parent, row) for row in reader]
+        except ValueError as err:
+            raise ValueError(f"{csv_path}:{reader.line_num}: bad row ({err})") from err
+
+
+def _row_record(root: Path, class_dir: Path, row: dict[str, str]) -> RawRecord:
+    filename = (row["Filename"] or "").strip()
+    if not filename:
+        raise ValueError("empty Filename")
+    # A short row yields None for its last columns; int("") then names the problem.
+    values = [int((row[c] or "").strip()) for c in CSV_COLUMNS[1:]]
+    width, height, x1, y1, x2, y2, class_id = values
+    return RawRecord(
+        path=(class_dir / filename).relative_to(root).as_posix(),
+        class_id=str(class_id),
+        track=track_of(filename),
+        width=width,
+        height=height,
+        x1=x1,
+        y1=y1,
+        x2=x2,
+        y2=y2,
+    )
+
+
+def _records_without_csv(root: Path, class_dir: Path) -> list[RawRecord]:
+    class_id = str(int(class_dir.name))
+    images = sorted(p for p in class_dir.iterdir() if _is_image(p.name) and p.is_file())
+    return [RawRecord(path=p.relative_to(root).as_posix(), class_id=class_id, track=track_of(p.name)) for p in images]
+
+
+def track_of(filename: str) -> str:
+    """The TTTTT of ``TTTTT_FFFFF.ppm``; the whole stem if there is no separator."""
+    return Path(filename).stem.split(TRACK_SEPARATOR, 1)[0]
+
+
+def _is_gt_csv(name: str) -> bool:
+    return GT_CSV.match(name) is not None
+
+
+def _is_image(name: str) -> bool:
+    return Path(name).suffix.lower() in IMAGE_SUFFIXES

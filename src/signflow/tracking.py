@@ -1,0 +1,128 @@
+"""MLflow tracking that never costs a training run.
+
+One MLflow run per train-stage execution; evaluate and report reopen it by the
+id stored in ``models/run.json``. The store defaults to ``sqlite:///mlflow.db``
+at the *main* repository root (``DVC_ROOT``, which DVC points at the parent
+repo when running queued experiments in temporary copies), so every experiment
+lands in one store. If the tracking server is down, a warning says so, local
+metrics are still written, and ``signflow log-run`` re-logs them later.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping
+
+from signflow.io import write_json
+
+log = logging.getLogger(__name__)
+
+EXPERIMENT = "signflow"
+STORE_FILE = "mlflow.db"
+# Fail fast instead of MLflow's default minutes of retries against a dead server.
+FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+RELOG_HINT = "re-log this run later with `signflow log-run` once the tracking server is reachable"
+
+
+def resolve_tracking_uri(cwd: Path | None = None) -> str:
+    """MLFLOW_TRACKING_URI, else sqlite at the main repo root (shared by queued experiments)."""
+    uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if uri:
+        return uri
+    root = Path(os.environ.get("DVC_ROOT") or cwd or Path.cwd()).resolve()
+    return f"sqlite:///{root / STORE_FILE}"
+
+
+def git_commit(cwd: Path | None = None) -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
+class Tracker:
+    """A guarded MLflow run: the first failure disables tracking with one warning."""
+
+    def __init__(self, uri: str, run_id: str | None = None):
+        self.uri, self.run_id, self.enabled = uri, run_id, True
+        for key, value in FAST_FAIL_ENV.items():
+            os.environ.setdefault(key, value)
+
+    def _call(self, what: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        if not self.enabled:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as err:  # any MLflow/network error: the run itself must go on
+            self.enabled = False
+            log.warning("MLflow %s failed at %s (%s); tracking is off for this stage, local metrics are kept; %s",
+                        what, self.uri, err, RELOG_HINT)
+            return None
+
+    def start(self, run_name: str, tags: Mapping[str, str]) -> str | None:
+        import mlflow
+
+        def _start() -> str:
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_experiment(EXPERIMENT)
+            run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else run_name, tags=dict(tags))
+            return run.info.run_id
+
+        self.run_id = self._call("start_run", _start)
+        return self.run_id
+
+    def log_params(self, params: Mapping[str, Any]) -> None:
+        import mlflow
+
+        # MLflow caps a param value at a few thousand characters; ours are short.
+        self._call("log_params", mlflow.log_params, {k: str(v) for k, v in params.items()})
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
+        import mlflow
+
+        numeric = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self._call("log_metrics", mlflow.log_metrics, numeric, step=step)
+
+    def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:
+        import mlflow
+
+        if path.is_dir():
+            self._call("log_artifacts", mlflow.log_artifacts, str(path), artifact_path)
+        elif path.exists():
+            self._call("log_artifact", mlflow.log_artifact, str(path), artifact_path)
+
+    def end(self, status: str = "FINISHED") -> None:
+        import mlflow
+
+        self._call("end_run", mlflow.end_run, status=status)
+
+
+@contextmanager
+def tracked_run(
+    run_file: Path, run_name: str, tags: Mapping[str, str], *, reuse: bool, uri: str | None = None
+) -> Iterator[Tracker]:
+    """Open (or, with ``reuse``, reopen from ``run_file``) a run; mark it FAILED on error."""
+    run_id = None
+    if reuse and run_file.exists():
+        run_id = json.loads(run_file.read_text()).get("run_id")
+    tracker = Tracker(uri or resolve_tracking_uri(), run_id)
+    tracker.start(run_name, tags)
+    if not reuse:
+        write_json(run_file, {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "run_name": run_name})
+    try:
+        yield tracker
+    except BaseException:
+        tracker.end("KILLED")
+        raise
+    tracker.end()
+
+
+def run_name_for(backbone: str, strategy: str) -> str:
+    """DVC's experiment name when queued/run by `dvc exp run`, else backbone-strategy."""
+    return os.environ.get("DVC_EXP_NAME") or f"{backbone}-{strategy}"

@@ -1,0 +1,392 @@
+"""The one training loop, for every backbone and strategy.
+
+Strategies only choose parameter groups, rates and frozen parts
+(``strategies.py``). What the loop consumes is abstracted by a *feeder*:
+augmented images through the whole model, or, for the linear strategy, features
+of augmented views cached once from the frozen backbone through the head only
+(an epoch then costs milliseconds). Everything else (schedule, clipping, early
+stopping, checkpoints, resume) is shared.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from signflow.checkpoint import load_checkpoint, save_checkpoint
+from signflow.config import TrainConfig
+from signflow.strategies import apply_train_mode, param_groups, resolve_strategy
+from signflow.transforms import Normalization, eval_transform, train_transform
+
+log = logging.getLogger(__name__)
+
+BEST_FILE, LAST_FILE = "best.pt", "last.pt"
+FEATURE_BATCH = 256  # frozen-backbone inference batch for the feature cache
+
+
+@dataclass(frozen=True)
+class ArraySet:
+    """Decoded images (N, H, W, 3) uint8 and integer labels (N,)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
+@dataclass(frozen=True)
+class EpochStats:
+    epoch: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    lr: float
+    seconds: float
+
+
+@dataclass
+class TrainResult:
+    history: list[EpochStats] = field(default_factory=list)
+    best_epoch: int = -1
+    best_val_accuracy: float = 0.0
+    best_val_loss: float = math.inf
+    train_seconds: float = 0.0
+    images_per_second: float = 0.0
+    stopped_early: bool = False
+    resumed_from_epoch: int | None = None
+
+    def summary(self) -> dict[str, Any]:
+        """Flat values for metrics/train.json."""
+        return {
+            "best_epoch": self.best_epoch,
+            "best_val_accuracy": round(self.best_val_accuracy, 6),
+            "best_val_loss": round(self.best_val_loss, 6),
+            "epochs_run": len(self.history),
+            "train_seconds": round(self.train_seconds, 2),
+            "images_per_second": round(self.images_per_second, 1),
+            "stopped_early": self.stopped_early,
+        }
+
+
+EpochCallback = Callable[[EpochStats], None]
+
+
+class Feeder(Protocol):
+    """What the loop trains on: model inputs for a set of indices, and how to run them."""
+
+    def train_batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor: ...
+    def eval_batch(self, idx: torch.Tensor) -> torch.Tensor: ...
+    def forward(self, x: torch.Tensor) -> torch.Tensor: ...
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def configure_runtime(cfg: TrainConfig) -> torch.device:
+    """Threads from the available cores, deterministic kernels, the device."""
+    torch.set_num_threads(cfg.threads or available_cores())
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("params.yaml: train.device=cuda but no CUDA device is available; use auto or cpu")
+    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    return torch.device("cuda" if use_cuda else "cpu")
+
+
+class ImageFeeder:
+    """Augments uint8 batches on the fly and runs the whole model."""
+
+    def __init__(self, model: nn.Module, data: ArraySet, cfg: TrainConfig, norm: Normalization, device: torch.device):
+        self.model, self.cfg, self.norm, self.device = model, cfg, norm, device
+        self.images = torch.from_numpy(np.ascontiguousarray(data.images))
+
+    def train_batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        x = train_transform(self.images[idx], self.cfg.augment, self.norm, gen, self.cfg.channels_last)
+        return x.to(self.device, non_blocking=True)
+
+    def eval_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        return eval_transform(self.images[idx], self.norm, self.cfg.channels_last).to(self.device, non_blocking=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+
+class FeatureFeeder:
+    """Serves cached backbone features (V views, N, F) to the head only."""
+
+    def __init__(self, model: nn.Module, features: torch.Tensor):
+        self.model, self.features = model, features
+
+    def train_batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        views = torch.randint(self.features.shape[0], (len(idx),), generator=gen)
+        return self.features[views, idx]
+
+    def eval_batch(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.features[0, idx]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(x)
+
+
+@torch.inference_mode()
+def extract_features(
+    model: nn.Module,
+    data: ArraySet,
+    norm: Normalization,
+    device: torch.device,
+    *,
+    views: int = 1,
+    augment: TrainConfig | None = None,
+    seed: int = 0,
+    channels_last: bool = False,
+) -> torch.Tensor:
+    """Run the frozen backbone once per image and view: (views, N, F) on the CPU.
+
+    View 0 is the clean eval transform; further views are augmented with a
+    generator seeded per view, so the cache is reproducible.
+    """
+    model.eval()
+    images = torch.from_numpy(np.ascontiguousarray(data.images))
+    out = []
+    for view in range(views):
+        gen = torch.Generator().manual_seed(seed * 1_000_003 + view)
+        chunks = []
+        for idx in torch.arange(len(data)).split(FEATURE_BATCH):
+            batch = images[idx]
+            if view == 0 or augment is None:
+                x = eval_transform(batch, norm, channels_last)
+            else:
+                x = train_transform(batch, augment.augment, norm, gen, channels_last)
+            chunks.append(model.forward_features(x.to(device)).float().cpu())
+        out.append(torch.cat(chunks))
+    return torch.stack(out)
+
+
+def lr_factor(step: int, total_steps: int, warmup_steps: int) -> float:
+    """Linear warm-up, then cosine decay to zero."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def class_weights(labels: np.ndarray, num_classes: int) -> torch.Tensor:
+    """Inverse-frequency weights, mean 1 over present classes (GTSRB is unbalanced)."""
+    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
+    weights = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / max(1, (counts > 0).sum()), 0.0)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
+def epoch_order(labels: np.ndarray, balance: str, gen: torch.Generator) -> torch.Tensor:
+    """Sample order for one epoch: a permutation, or class-balanced draws for ``sampler``."""
+    n = len(labels)
+    if balance != "sampler":
+        return torch.randperm(n, generator=gen)
+    weights = 1.0 / np.bincount(labels)[labels]
+    return torch.multinomial(torch.tensor(weights), n, replacement=True, generator=gen)
+
+
+def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
+    clean = [{k: v for k, v in g.items()} for g in groups]
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(clean, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.AdamW(clean, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
+    # Drop a last batch of one: batch norm cannot train on a single sample.
+    for idx in order.split(batch_size):
+        if len(idx) > 1 or len(order) == 1:
+            yield idx
+
+
+@torch.inference_mode()
+def evaluate_loss(feeder: Feeder, model: nn.Module, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
+    """Mean cross-entropy and accuracy (unsmoothed, unweighted) on a labelled set."""
+    model.eval()
+    total_loss, correct = 0.0, 0
+    for idx in torch.arange(len(labels)).split(batch_size):
+        logits = feeder.forward(feeder.eval_batch(idx)).float().cpu()
+        total_loss += F.cross_entropy(logits, labels[idx], reduction="sum").item()
+        correct += (logits.argmax(1) == labels[idx]).sum().item()
+    return total_loss / max(1, len(labels)), correct / max(1, len(labels))
+
+
+@dataclass
+class _LoopState:
+    epoch: int = 0
+    step: int = 0
+    stale_epochs: int = 0
+    result: TrainResult = field(default_factory=TrainResult)
+
+
+def _is_better(stats: EpochStats, result: TrainResult, monitor: str) -> bool:
+    if monitor == "val_loss":
+        return stats.val_loss < result.best_val_loss
+    return stats.val_accuracy > result.best_val_accuracy or (
+        stats.val_accuracy == result.best_val_accuracy and stats.val_loss < result.best_val_loss
+    )
+
+
+def _resume(
+    checkpoint_dir: Path, fingerprint: str, model: nn.Module, optimizer: torch.optim.Optimizer
+) -> _LoopState | None:
+    path = checkpoint_dir / LAST_FILE
+    if not path.exists():
+        return None
+    state = load_checkpoint(path)
+    if state.get("fingerprint") != fingerprint:
+        log.info("%s is from another config or dataset: training from the start", path)
+        return None
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    loop = _LoopState(epoch=state["epoch"] + 1, step=state["scheduler"]["step"], stale_epochs=state["stale_epochs"])
+    loop.result = TrainResult(**{**state["result"], "history": [EpochStats(**h) for h in state["result"]["history"]]})
+    loop.result.resumed_from_epoch = state["epoch"]
+    log.info("resuming from %s after epoch %d", path, state["epoch"])
+    return loop
+
+
+def fit(
+    model: nn.Module,
+    train: ArraySet,
+    val: ArraySet,
+    *,
+    strategy: str,
+    cfg: TrainConfig,
+    norm: Normalization,
+    device: torch.device,
+    checkpoint_dir: Path,
+    checkpoint_meta: dict[str, Any],
+    fingerprint: str,
+    callbacks: Sequence[EpochCallback] = (),
+) -> TrainResult:
+    """Train ``model`` and write best/last checkpoints; resume from last.pt when it matches.
+
+    ``checkpoint_meta`` (config, class names, backbone, image size...) is stored
+    in every checkpoint; ``fingerprint`` identifies config + data for resume.
+    """
+    spec = resolve_strategy(strategy)
+    num_classes = int(checkpoint_meta["num_classes"])
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    groups = param_groups(model, strategy, cfg.lr, cfg.backbone_lr_mult, cfg.unfreeze)
+    optimizer = make_optimizer(groups, cfg)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    loop = _resume(checkpoint_dir, fingerprint, model, optimizer) or _LoopState()
+
+    torch.manual_seed(cfg.seed)
+    start = time.perf_counter()
+    feeder: Feeder
+    if spec.frozen_backbone:
+        features = extract_features(
+            model, train, norm, device, views=cfg.feature_views, augment=cfg, seed=cfg.seed, channels_last=cfg.channels_last
+        ).to(device)
+        feeder = FeatureFeeder(model, features)
+        val_feeder: Feeder = FeatureFeeder(model, extract_features(model, val, norm, device, channels_last=cfg.channels_last).to(device))
+        log.info("cached frozen-backbone features %s in %.1fs", tuple(features.shape), time.perf_counter() - start)
+    else:
+        feeder = ImageFeeder(model, train, cfg, norm, device)
+        val_feeder = ImageFeeder(model, val, cfg, norm, device)
+
+    train_labels = torch.from_numpy(train.labels.astype(np.int64))
+    val_labels = torch.from_numpy(val.labels.astype(np.int64))
+    weight = class_weights(train.labels, num_classes).to(device) if cfg.balance == "loss" else None
+    steps_per_epoch = max(1, sum(1 for _ in _batches(torch.arange(len(train)), cfg.batch_size)))
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
+    step_seconds, step_images = 0.0, 0
+
+    last_epoch = loop.epoch if loop.result.stopped_early else cfg.epochs  # a finished run stays finished
+    for epoch in range(loop.epoch, last_epoch):
+        # Randomness derived from (seed, epoch): a resumed run continues exactly.
+        gen = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
+        torch.manual_seed(cfg.seed * 10_007 + epoch)
+        apply_train_mode(model, strategy, cfg.unfreeze)
+        epoch_start = time.perf_counter()
+        total_loss, correct, seen = 0.0, 0, 0
+        order = epoch_order(train.labels, cfg.balance, gen)
+        bar = tqdm(list(_batches(order, cfg.batch_size)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        for idx in bar:
+            for group, base in zip(optimizer.param_groups, base_lrs):
+                group["lr"] = base * lr_factor(loop.step, total_steps, warmup_steps)
+            y = train_labels[idx].to(device)
+            logits = feeder.forward(feeder.train_batch(idx, gen))
+            loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip > 0:
+                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
+            optimizer.step()
+            loop.step += 1
+            total_loss += loss.item() * len(idx)
+            correct += (logits.argmax(1) == y).sum().item()
+            seen += len(idx)
+            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+        step_seconds += time.perf_counter() - epoch_start
+        step_images += seen
+        val_loss, val_acc = evaluate_loss(val_feeder, model, val_labels, cfg.batch_size)
+        stats = EpochStats(epoch, total_loss / max(1, seen), correct / max(1, seen), val_loss, val_acc,
+                           optimizer.param_groups[-1]["lr"], time.perf_counter() - epoch_start)
+        loop.result.history.append(stats)
+        log.info("epoch %d/%d train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
+                 epoch + 1, cfg.epochs, stats.train_loss, stats.train_accuracy, val_loss, val_acc, stats.seconds)
+        improved = _is_better(stats, loop.result, cfg.monitor)
+        if improved:
+            loop.result.best_epoch, loop.result.best_val_accuracy, loop.result.best_val_loss = epoch, val_acc, val_loss
+            loop.stale_epochs = 0
+        else:
+            loop.stale_epochs += 1
+        loop.result.stopped_early = cfg.patience > 0 and loop.stale_epochs >= cfg.patience
+        state = _checkpoint_state(model, optimizer, loop, epoch, total_steps, checkpoint_meta, fingerprint)
+        if improved:
+            save_checkpoint(checkpoint_dir / BEST_FILE, state)
+        save_checkpoint(checkpoint_dir / LAST_FILE, state)
+        for callback in callbacks:
+            callback(stats)
+        if loop.result.stopped_early:
+            log.info("early stop: %s did not improve for %d epochs", cfg.monitor, cfg.patience)
+            break
+
+    loop.result.train_seconds = time.perf_counter() - start
+    loop.result.images_per_second = step_images / step_seconds if step_seconds else 0.0
+    return loop.result
+
+
+def _checkpoint_state(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loop: _LoopState,
+    epoch: int,
+    total_steps: int,
+    meta: dict[str, Any],
+    fingerprint: str,
+) -> dict[str, Any]:
+    result = asdict(loop.result)
+    return {
+        **meta,
+        "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "optimizer": optimizer.state_dict(),
+        "scheduler": {"step": loop.step, "total_steps": total_steps},
+        "epoch": epoch,
+        "stale_epochs": loop.stale_epochs,
+        "result": result,
+        "fingerprint": fingerprint,
+    }

@@ -1,0 +1,127 @@
+"""A loopback HTTP file server for download tests (127.0.0.1 only, random port).
+
+It serves files under one directory and honours ``Range: bytes=N-`` like a real
+mirror. Two switches reproduce the failures the downloader must survive:
+``drop_after`` cuts the connection after that many body bytes (a flaky network)
+and ``honour_range=False`` answers every request 200 from byte zero (servers
+that ignore Range). Every request's path and Range header are recorded so tests
+can assert what the client actually asked for.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from types import TracebackType
+
+log = logging.getLogger(__name__)
+
+LOOPBACK = "127.0.0.1"
+ANY_FREE_PORT = 0
+CHUNK_SIZE = 1 << 16
+POLL_INTERVAL = 0.05  # seconds; how fast shutdown() is noticed, keeps teardown quick
+_RANGE = re.compile(r"^bytes=(\d+)-(\d*)$")
+
+
+@dataclass
+class ServerState:
+    """Switches a test flips between requests, and the requests seen so far."""
+
+    root: Path
+    honour_range: bool = True
+    drop_after: int | None = None  # body bytes sent before the connection is cut
+    requests: list[tuple[str, str | None]] = field(default_factory=list)  # (path, Range header)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _StateServer
+
+    def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        state = self.server.state
+        state.requests.append((self.path, self.headers.get("Range")))
+        path = (state.root / self.path.lstrip("/")).resolve()
+        if not path.is_file() or not path.is_relative_to(state.root.resolve()):
+            self.send_error(404)
+            return
+        size = path.stat().st_size
+        ranged = state.honour_range and _RANGE.match(self.headers.get("Range") or "") is not None
+        start, end = self._range(size) if ranged else (0, size - 1)
+        if start is None:
+            return
+        self.send_response(206 if ranged else 200)
+        if ranged:
+            self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
+        self.send_header("Content-Length", str(end - start + 1))
+        self.send_header("Accept-Ranges", "bytes" if state.honour_range else "none")
+        self.end_headers()
+        self._send_body(path, start, end - start + 1, state.drop_after)
+
+    def _range(self, size: int) -> tuple[int | None, int]:
+        """Parse the Range header; answers 416 itself and returns (None, 0) if unsatisfiable."""
+        match = _RANGE.match(self.headers["Range"])
+        assert match is not None  # do_GET only calls this for a valid Range
+        start = int(match.group(1))
+        end = min(int(match.group(2)), size - 1) if match.group(2) else size - 1
+        if start >= size:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{size}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return None, 0
+        return start, end
+
+    def _send_body(self, path: Path, start: int, length: int, drop_after: int | None) -> None:
+        limit = length if drop_after is None else min(length, drop_after)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            remaining = limit
+            while remaining > 0:
+                chunk = fh.read(min(CHUNK_SIZE, remaining))
+                if not chunk:
+                    break
+                self.wfile.write(chunk)
+                remaining -= len(chunk)
+        if limit < length:
+            self.close_connection = True  # the client sees EOF before Content-Length
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (base signature)
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+class _StateServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, state: ServerState) -> None:
+        super().__init__((LOOPBACK, ANY_FREE_PORT), _Handler)
+        self.state = state
+
+
+class LoopbackServer:
+    """Context manager: serve ``root`` on 127.0.0.1 in a background thread."""
+
+    def __init__(self, root: Path) -> None:
+        self.state = ServerState(root=Path(root))
+        self._server = _StateServer(self.state)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": POLL_INTERVAL}, daemon=True
+        )
+
+    def url(self, name: str) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}/{name}"
+
+    def __enter__(self) -> LoopbackServer:
+        self._thread.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+

@@ -1,0 +1,283 @@
+"""Metrics against values computed by hand on tiny fixed arrays."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import math
+import warnings
+
+import numpy as np
+import pytest
+
+from signflow import metrics as m
+
+NAMES3 = ["stop", "yield", "priority"]
+
+
+def _peaked_probs(preds: list[int], n_classes: int, top: float) -> np.ndarray:
+    """Rows with ``top`` on the predicted class and the rest spread evenly."""
+    probs = np.full((len(preds), n_classes), (1 - top) / (n_classes - 1))
+    probs[np.arange(len(preds)), preds] = top
+    return probs
+
+
+# labels 0 0 0 1 1 2 / preds 0 0 1 1 2 2 -> correct at 0, 1, 3, 5.
+# accuracy 4/6. Recalls: c0 2/3, c1 1/2, c2 1/1 -> balanced (2/3+1/2+1)/3 = 13/18.
+# Precisions: c0 2/2, c1 1/2 (idx 2 wrong), c2 1/2 (idx 4 wrong).
+# F1: c0 2*1*(2/3)/(5/3) = 4/5, c1 1/2, c2 2*(1/2)*1/(3/2) = 2/3 -> macro 59/90.
+LABELS6 = np.array([0, 0, 0, 1, 1, 2])
+PREDS6 = np.array([0, 0, 1, 1, 2, 2])
+
+
+def test_classification_metrics_by_hand() -> None:
+    probs = _peaked_probs(PREDS6.tolist(), 3, top=0.7)  # others 0.15 each
+    out = m.classification_metrics(LABELS6, probs, NAMES3)
+    assert out["n"] == 6
+    assert out["accuracy"] == pytest.approx(4 / 6)
+    assert out["balanced_accuracy"] == pytest.approx(13 / 18)
+    assert out["macro_f1"] == pytest.approx(59 / 90)
+    # True-class probability is 0.7 for the 4 right, 0.15 for the 2 wrong.
+    assert out["log_loss"] == pytest.approx(-(4 * math.log(0.7) + 2 * math.log(0.15)) / 6)
+    # One bin, confidence 0.7, accuracy 4/6.
+    assert out["ece"] == pytest.approx(0.7 - 4 / 6)
+    json.dumps(out)  # plain Python types only
+
+
+def test_per_class_table_and_report_show_absent_class() -> None:
+    names = NAMES3 + ["unknown"]
+    rows = m.per_class_table(LABELS6, PREDS6, names)
+    assert [r["class"] for r in rows] == names
+    assert rows[0] == pytest.approx({"class": "stop", "precision": 1.0, "recall": 2 / 3, "f1": 0.8, "support": 3})
+    assert rows[3] == {"class": "unknown", "precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 0}
+    assert "unknown" in m.classification_report_text(LABELS6, PREDS6, names)
+    json.dumps(rows)
+
+
+def test_ece_by_hand_two_bins() -> None:
+    # Confidences 0.9 (right), 0.7 (wrong) -> bin (0.5, 1]: conf 0.8, acc 0.5, gap 0.3.
+    # Confidences 0.4 (right), 0.45 (wrong) -> bin [0, 0.5]: conf 0.425, acc 0.5, gap 0.075.
+    # ECE = 2/4 * 0.3 + 2/4 * 0.075 = 0.1875.
+    probs = np.array([[0.9, 0.05, 0.05], [0.7, 0.2, 0.1], [0.4, 0.3, 0.3], [0.45, 0.35, 0.2]])
+    labels = np.array([0, 1, 0, 2])
+    bins = m.reliability_bins(labels, probs, n_bins=2)
+    assert [b["count"] for b in bins] == [2, 2]
+    assert bins[0]["confidence"] == pytest.approx(0.425)
+    assert bins[1]["accuracy"] == pytest.approx(0.5)
+    assert m.expected_calibration_error(bins) == pytest.approx(0.1875)
+    assert m.classification_metrics(labels, probs, NAMES3, n_bins=2)["ece"] == pytest.approx(0.1875)
+
+
+def test_ece_zero_when_perfectly_calibrated() -> None:
+    # Confidence 0.8 everywhere and 4 of 5 right.
+    probs = np.tile([0.8, 0.2], (5, 1))
+    labels = np.array([0, 0, 0, 0, 1])
+    assert m.classification_metrics(labels, probs, ["a", "b"])["ece"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_reliability_bins_cover_all_samples_and_edges_go_down() -> None:
+    rng = np.random.default_rng(0)
+    probs = rng.dirichlet(np.ones(4), size=50)
+    bins = m.reliability_bins(rng.integers(0, 4, 50), probs)
+    assert len(bins) == m.ECE_BINS
+    assert sum(b["count"] for b in bins) == 50
+    assert all(b["confidence"] is None for b in bins if b["count"] == 0)
+    # A confidence exactly on an edge (0.5) belongs to the bin ending there.
+    edge = m.reliability_bins(np.array([0]), np.array([[0.5, 0.5]]), n_bins=2)
+    assert [b["count"] for b in edge] == [1, 0]
+    json.dumps(bins)
+
+
+def test_confusion_outputs() -> None:
+    rows = m.confusion_rows(LABELS6, PREDS6, NAMES3)
+    assert rows[2] == {"actual": "stop", "predicted": "yield"}
+    counts = m.confusion_matrix_counts(LABELS6, PREDS6, 4)
+    expected = np.array([[2, 1, 0, 0], [0, 1, 1, 0], [0, 0, 1, 0], [0, 0, 0, 0]])
+    np.testing.assert_array_equal(counts, expected)
+
+
+def test_labels_out_of_range_rejected() -> None:
+    with pytest.raises(ValueError, match="labels"):
+        m.classification_metrics(np.array([0, 3]), np.full((2, 3), 1 / 3), NAMES3)
+
+
+def test_logits_rejected_float32_softmax_accepted() -> None:
+    with pytest.raises(ValueError, match="sum to 1"):
+        m.classification_metrics(np.array([0, 1]), np.array([[2.0, -1.0, 0.5], [0.1, 3.0, 0.2]]), NAMES3)
+    probs32 = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]], dtype=np.float32)  # sums off by ~1e-8
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # neither sklearn's sum check nor the unknown-class note fires
+        out = m.classification_metrics(np.array([0, 0]), probs32, NAMES3)
+    assert out["accuracy"] == 0.5
+
+
+# ---------------------------------------------------------------- open set
+
+
+def test_max_softmax_score_excludes_unknown_column() -> None:
+    probs = np.array([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])
+    np.testing.assert_allclose(m.max_softmax_score(probs, unknown_index=None), [0.7, 0.5])
+    # Confident "unknown" (column 2) -> low known-ness 0.2, not renormalised.
+    np.testing.assert_allclose(m.max_softmax_score(probs, unknown_index=2), [0.2, 0.5])
+
+
+@pytest.mark.parametrize(
+    ("known", "heldout", "auroc"),
+    [
+        ([0.9, 0.8], [0.2, 0.1], 1.0),  # perfectly separated
+        ([0.2, 0.1], [0.9, 0.8], 0.0),  # reversed
+        # Pairs known>heldout: 0.9>0.6, 0.9>0.1, 0.4>0.1 yes; 0.4>0.6 no -> 3/4.
+        ([0.9, 0.4], [0.6, 0.1], 0.75),
+    ],
+)
+def test_auroc(known: list[float], heldout: list[float], auroc: float) -> None:
+    out = m.openset_scores(np.array(known), np.array(heldout))
+    assert out["auroc"] == pytest.approx(auroc)
+    assert (out["n_known"], out["n_heldout"]) == (2, 2)
+
+
+def test_fpr_at_95_tpr_interpolates() -> None:
+    # Known 0.9 0.8 0.7 0.5, held-out 0.5 0.4 0.3 0.2. ROC points: (0, .75) at
+    # t=0.7, then the 0.5 tie moves to (.25, 1). On that segment TPR .95 sits
+    # (.95-.75)/.25 = 4/5 of the way -> FPR 4/5 * .25 = 0.2 (next point: 0.25).
+    out = m.openset_scores(np.array([0.9, 0.8, 0.7, 0.5]), np.array([0.5, 0.4, 0.3, 0.2]))
+    assert out["fpr_at_95_tpr"] == pytest.approx(0.2)
+    # Target hit exactly by a point: its own FPR.
+    assert m.fpr_at_tpr(np.array([0, 0, 0.5, 1]), np.array([0, 0.95, 0.95, 1])) == 0.0
+
+
+def test_fpr_at_95_tpr_separated_is_zero() -> None:
+    out = m.openset_scores(np.linspace(0.6, 0.9, 20), np.linspace(0.1, 0.5, 10))
+    assert out["fpr_at_95_tpr"] == 0.0
+
+
+@pytest.mark.parametrize("empty_side", ["heldout", "known"])
+def test_empty_side_gives_none_not_nan(empty_side: str) -> None:
+    scores = np.array([0.9, 0.3])
+    known, heldout = (scores, np.array([])) if empty_side == "heldout" else (np.array([]), scores)
+    out = m.openset_scores(known, heldout)
+    assert out["auroc"] is None and out["fpr_at_95_tpr"] is None
+    assert out["reason"]
+    assert m.roc_points(known, heldout) == []
+    json.dumps(out, allow_nan=False)
+
+
+def test_roc_points_json_safe() -> None:
+    rows = m.roc_points(np.array([0.9, 0.8, 0.7, 0.5]), np.array([0.5, 0.4, 0.3, 0.2]))
+    assert rows[0] == {"fpr": 0.0, "tpr": 0.0, "threshold": None}
+    assert rows[-1]["fpr"] == 1.0 and rows[-1]["tpr"] == 1.0
+    json.dumps(rows, allow_nan=False)
+
+
+# -------------------------------------------------------- threshold choice
+
+# Scores 0.9 0.8 0.7 0.6 0.5 0.3; known T T T F T F; correct T F T F T F.
+# Hits = known-right accepted + held-out rejected:
+#   t=0.3: 3+0=3  t=0.5: 3+1=4  t=0.6: 2+1=3  t=0.7: 2+2=4  t=0.8: 1+2=3
+#   t=0.9: 1+2=3  above: 0+2=2  -> max 4 at 0.5 and 0.7; lowest is 0.5.
+VAL_SCORES = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.3])
+VAL_KNOWN = np.array([True, True, True, False, True, False])
+VAL_CORRECT = np.array([True, False, True, False, True, False])
+
+
+def test_choose_threshold_by_hand_ties_to_lowest() -> None:
+    t = m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT)
+    assert t == 0.5
+    # The chosen threshold reaches the hand-computed maximum, 4/6.
+    preds = np.where(VAL_CORRECT, 0, 1)  # right iff predicted class 0
+    labels = np.zeros(6, dtype=int)
+    assert m.openset_accuracy(VAL_SCORES, preds, labels, VAL_KNOWN, t, None) == pytest.approx(4 / 6)
+
+
+def test_choose_threshold_sees_only_validation() -> None:
+    # The signature has no room for test data, so test arrays cannot leak in.
+    assert list(inspect.signature(m.choose_threshold).parameters) == ["val_scores", "val_is_known", "val_correct"]
+    before = (VAL_SCORES.copy(), VAL_KNOWN.copy(), VAL_CORRECT.copy())
+    t = m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT)
+    # Two different "test" sets score differently under the same val threshold.
+    preds, labels, known = np.array([0, 0]), np.array([0, -1]), np.array([True, False])
+    test_a = m.openset_accuracy(np.array([0.9, 0.2]), preds, labels, known, t, None)
+    test_b = m.openset_accuracy(np.array([0.4, 0.8]), preds, labels, known, t, None)
+    assert (test_a, test_b) == (1.0, 0.0)
+    assert m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT) == t
+    for arr, orig in zip((VAL_SCORES, VAL_KNOWN, VAL_CORRECT), before):
+        np.testing.assert_array_equal(arr, orig)  # inputs untouched
+
+
+def test_choose_threshold_predicted_unknown_counts_as_rejected() -> None:
+    # Known right 0.99 and 0.8; held-out 0.9 and 0.85.
+    # Held-out not called "unknown": t=0.8 -> 2+0, 0.85 -> 1+0, 0.9 -> 1+1,
+    # 0.99 -> 1+2 = 3, above -> 0+2; best 0.99.
+    # Held-out already called "unknown": always right, so t=0.8 keeps all -> 4.
+    scores = np.array([0.99, 0.9, 0.85, 0.8])
+    known = np.array([True, False, False, True])
+    assert m.choose_threshold(scores, known, np.array([True, False, False, True])) == 0.99
+    assert m.choose_threshold(scores, known, np.array([True, True, True, True])) == 0.8
+
+
+def test_choose_threshold_can_reject_everything() -> None:
+    scores = np.array([0.9, 0.8, 0.7])
+    t = m.choose_threshold(scores, np.array([False, False, True]), np.array([False, False, False]))
+    assert t > 0.9
+    assert not np.any(scores >= t)
+
+
+def test_choose_threshold_fallback_without_heldout() -> None:
+    # 20 known scores 0.01..0.20; accepting 95% = 19 of them -> t = 0.02.
+    scores = np.round(np.arange(1, 21) * 0.01, 2)
+    t = m.choose_threshold(scores, np.ones(20, dtype=bool), np.ones(20, dtype=bool))
+    assert t == pytest.approx(0.02)
+    assert np.mean(scores >= t) == pytest.approx(m.DEFAULT_TPR)
+
+
+# -------------------------------------------------------- open-set accuracy
+
+
+def test_openset_accuracy_without_unknown_class() -> None:
+    # threshold 0.5: known right & 0.9 -> ok; known right but 0.4 -> rejected, wrong;
+    # known wrong class -> wrong; held-out 0.3 -> rejected, ok. 2/4.
+    scores = np.array([0.9, 0.4, 0.8, 0.3])
+    preds = np.array([0, 1, 1, 0])
+    labels = np.array([0, 1, 0, -1])
+    known = np.array([True, True, True, False])
+    assert m.openset_accuracy(scores, preds, labels, known, 0.5, None) == pytest.approx(0.5)
+
+
+def test_openset_accuracy_with_unknown_class() -> None:
+    # Unknown class 2. Adds: held-out 0.7 predicted 2 -> ok; held-out 0.7 predicted 0
+    # -> accepted as known, wrong; known 0.9 predicted 2 -> wrong. 3/7.
+    scores = np.array([0.9, 0.4, 0.8, 0.3, 0.7, 0.7, 0.9])
+    preds = np.array([0, 1, 1, 0, 2, 0, 2])
+    labels = np.array([0, 1, 0, -1, -1, -1, 0])
+    known = np.array([True, True, True, False, False, False, True])
+    assert m.openset_accuracy(scores, preds, labels, known, 0.5, unknown_index=2) == pytest.approx(3 / 7)
+    # Same arrays with no unknown class: the held-out predicted 2 is no longer ok.
+    assert m.openset_accuracy(scores, preds, labels, known, 0.5, unknown_index=None) == pytest.approx(2 / 7)
+
+
+def test_prediction_correct() -> None:
+    known = np.array([True, True, False, False])
+    got = m.prediction_correct(np.array([0, 2, 2, 1]), np.array([0, 0, -1, -1]), known, unknown_index=2)
+    np.testing.assert_array_equal(got, [True, False, True, False])
+
+
+def test_share_assigned_known() -> None:
+    preds = np.array([0, 3, 1, 3])
+    assert m.share_assigned_known(preds, unknown_index=3) == 0.5
+    assert m.share_assigned_known(preds, unknown_index=None) == 1.0
+    assert m.share_assigned_known(np.array([], dtype=int), unknown_index=3) is None
+
+
+def test_choose_threshold_agrees_with_openset_accuracy_brute_force() -> None:
+    # The vectorised search must find the lowest threshold maximising the very
+    # accuracy openset_accuracy reports (one definition of "correct").
+    rng = np.random.default_rng(7)
+    scores = np.round(rng.uniform(size=60), 2)  # rounding makes ties
+    known = rng.uniform(size=60) < 0.7
+    preds = rng.integers(0, 4, 60)  # class 3 is the unknown class
+    labels = np.where(known, rng.integers(0, 3, 60), -1)
+    correct = m.prediction_correct(preds, labels, known, unknown_index=3)
+    chosen = m.choose_threshold(scores, known, correct)
+    grid = np.r_[np.unique(scores), np.nextafter(scores.max(), np.inf)]
+    accs = [m.openset_accuracy(scores, preds, labels, known, t, 3) for t in grid]
+    assert chosen == grid[int(np.argmax(accs))]
