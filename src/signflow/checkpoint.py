@@ -36,9 +36,12 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu") 
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for foreign or corrupt files
+        # Torch's own text advises weights_only=False, exactly what must not be done with
+        # an untrusted file: keep only its last line, the reason.
+        reason = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
         raise CheckpointError(
             f"refusing to load {path}: not a signflow checkpoint or tampered with "
-            f"(only tensors and plain values are accepted): {err}"
+            f"(only tensors and plain values are accepted): {reason}"
         ) from err
     if not isinstance(state, dict) or not REQUIRED_KEYS <= state.keys():
         missing = sorted(REQUIRED_KEYS - state.keys()) if isinstance(state, dict) else "everything"

@@ -289,12 +289,10 @@ class TrainConfig:
 class EvaluateConfig:
     batch_size: int = 256
     ece_bins: int = 15
-    target_tpr: float = 0.95
 
     def validate(self, prefix: str) -> None:
         _check_range(f"{prefix}.batch_size", self.batch_size, 1)
         _check_range(f"{prefix}.ece_bins", self.ece_bins, 2)
-        _check_range(f"{prefix}.target_tpr", self.target_tpr, 0.01, 1.0)
 
 
 @dataclass(frozen=True)

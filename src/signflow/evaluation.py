@@ -1,0 +1,133 @@
+"""The evaluate stage's library: closed-set and open-set results for one model.
+
+Closed set: every test image with a trainable label (the targets, plus the
+trained "unknown" class when enabled). Open set: target images against the
+held-out sign types the model never saw, scored by max softmax over the known
+classes; the rejection threshold is chosen on validation, never on test.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from signflow.config import UNKNOWN_NAME, EvaluateConfig
+from signflow.dataset import ROLE_HELDOUT, ROLE_TARGET
+from signflow.inference import LoadedModel, predict_probs
+from signflow.metrics import (
+    choose_threshold,
+    classification_metrics,
+    classification_report_text,
+    confusion_rows,
+    max_softmax_score,
+    openset_accuracy,
+    openset_scores,
+    per_class_table,
+    prediction_correct,
+    reliability_bins,
+    roc_points,
+    share_assigned_known,
+)
+
+ROUND_DIGITS = 6  # stable, diff-friendly numbers in metrics files
+PREDICTION_COLUMNS = ["path", "label", "prediction", "confidence", "known_score", "decision", "role"]
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One split's manifest with the model's outputs."""
+
+    frame: pd.DataFrame
+    probs: np.ndarray
+    scores: np.ndarray  # known-ness: max softmax over known classes
+
+    @property
+    def preds(self) -> np.ndarray:
+        return self.probs.argmax(axis=1)
+
+    def mask(self, role: str) -> np.ndarray:
+        return (self.frame["role"] == role).to_numpy()
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return (self.frame["label_idx"] >= 0).to_numpy()
+
+
+@dataclass(frozen=True)
+class EvaluationResult:
+    metrics: dict[str, Any]
+    per_class: pd.DataFrame
+    confusion: pd.DataFrame
+    predictions: pd.DataFrame
+    roc: pd.DataFrame
+    reliability: pd.DataFrame
+    report_text: str
+
+
+def score_split(loaded: LoadedModel, frame: pd.DataFrame, images: np.ndarray, batch_size: int) -> Scored:
+    probs = predict_probs(loaded, np.asarray(images), batch_size)
+    return Scored(frame.reset_index(drop=True), probs, max_softmax_score(probs, loaded.unknown_index))
+
+
+def _openset_view(s: Scored) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Targets vs held-out rows: scores, is_known, preds, labels."""
+    rows = s.mask(ROLE_TARGET) | s.mask(ROLE_HELDOUT)
+    return s.scores[rows], s.mask(ROLE_TARGET)[rows], s.preds[rows], s.frame["label_idx"].to_numpy()[rows]
+
+
+def open_set(val: Scored, test: Scored, unknown_index: int | None) -> dict[str, Any]:
+    """AUROC, FPR@95%TPR, share of held-out called known, open-set accuracy at the val threshold."""
+    v_scores, v_known, v_preds, v_labels = _openset_view(val)
+    threshold = choose_threshold(v_scores, v_known, prediction_correct(v_preds, v_labels, v_known, unknown_index))
+    t_scores, t_known, t_preds, t_labels = _openset_view(test)
+    result = openset_scores(t_scores[t_known], t_scores[~t_known])
+    return {
+        "auroc": result["auroc"],
+        "fpr_at_95_tpr": result["fpr_at_95_tpr"],
+        "n_known": result["n_known"],
+        "n_heldout": result["n_heldout"],
+        "heldout_assigned_known": share_assigned_known(t_preds[~t_known], unknown_index),
+        "threshold": threshold,
+        "accuracy": openset_accuracy(t_scores, t_preds, t_labels, t_known, threshold, unknown_index),
+    }
+
+
+def _decisions(s: Scored, class_names: list[str], threshold: float) -> list[str]:
+    """Final answer per image: the class, or "unknown" below the threshold."""
+    return [UNKNOWN_NAME if score < threshold else class_names[p] for p, score in zip(s.preds, s.scores)]
+
+
+def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
+    return {f"{prefix}.{k}": round(v, ROUND_DIGITS) if isinstance(v, float) else v for k, v in values.items()
+            if v is None or isinstance(v, (int, float))}
+
+
+def evaluate(loaded: LoadedModel, val: Scored, test: Scored, cfg: EvaluateConfig) -> EvaluationResult:
+    """Everything the evaluate stage writes, computed from scored val and test splits."""
+    names = loaded.class_names
+    mask = test.labelled
+    labels, probs = test.frame["label_idx"].to_numpy()[mask], test.probs[mask]
+    preds = probs.argmax(axis=1)
+    closed = classification_metrics(labels, probs, names, cfg.ece_bins)
+    val_closed = classification_metrics(val.frame["label_idx"].to_numpy()[val.labelled], val.probs[val.labelled], names, cfg.ece_bins)
+    opened = open_set(val, test, loaded.unknown_index)
+    t_scores, t_known, _, _ = _openset_view(test)
+    roc_rows = roc_points(t_scores[t_known], t_scores[~t_known])
+    predictions = test.frame.assign(
+        prediction=[names[p] for p in test.preds],
+        confidence=test.probs.max(axis=1).round(ROUND_DIGITS),
+        known_score=test.scores.round(ROUND_DIGITS),
+        decision=_decisions(test, names, opened["threshold"]),
+    )[PREDICTION_COLUMNS]
+    return EvaluationResult(
+        metrics={**_flat("test", closed), **_flat("val", {"accuracy": val_closed["accuracy"]}), **_flat("openset", opened)},
+        per_class=pd.DataFrame(per_class_table(labels, preds, names)).round(ROUND_DIGITS),
+        confusion=pd.DataFrame(confusion_rows(labels, preds, names)),
+        predictions=predictions,
+        roc=pd.DataFrame(roc_rows, columns=["fpr", "tpr", "threshold"]).round(ROUND_DIGITS),
+        reliability=pd.DataFrame(reliability_bins(labels, probs, cfg.ece_bins)).round(ROUND_DIGITS),
+        report_text=classification_report_text(labels, preds, names),
+    )

@@ -1,0 +1,56 @@
+"""Loading a trained checkpoint and running it: shared by evaluate, report and predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from signflow.checkpoint import load_checkpoint
+from signflow.config import UNKNOWN_NAME
+from signflow.models import SignModel, create_model
+from signflow.transforms import Normalization, eval_transform
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    model: SignModel
+    class_names: list[str]
+    normalization: Normalization
+    image_size: int
+    device: torch.device
+    channels_last: bool
+
+    @property
+    def unknown_index(self) -> int | None:
+        """Column of the trained "unknown" class, if the model has one."""
+        return self.class_names.index(UNKNOWN_NAME) if UNKNOWN_NAME in self.class_names else None
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
+    """Rebuild the model from a checkpoint (weights_only) and put it in eval mode."""
+    state = load_checkpoint(path)
+    model = create_model(state["backbone"], state["num_classes"], "none", state.get("dropout", 0.0))
+    model.load_state_dict(state["model"])
+    channels_last = bool(state["config"].get("train", {}).get("channels_last", False))
+    device = torch.device(device)
+    model.to(device).eval()
+    if channels_last:
+        model.to(memory_format=torch.channels_last)
+    norm = Normalization(tuple(state["normalization"]["mean"]), tuple(state["normalization"]["std"]))
+    return LoadedModel(model, list(state["class_names"]), norm, int(state["image_size"]), device, channels_last)
+
+
+@torch.inference_mode()
+def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Softmax probabilities (N, K) for uint8 images (N, S, S, 3) already at the model's size."""
+    if images.ndim != 4 or images.shape[1:] != (loaded.image_size, loaded.image_size, 3):
+        raise ValueError(f"expected (N, {loaded.image_size}, {loaded.image_size}, 3) images, got {images.shape}")
+    out = np.empty((len(images), len(loaded.class_names)), dtype=np.float32)
+    for start in range(0, len(images), batch_size):
+        batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # a copy: memmaps are read-only
+        x = eval_transform(batch, loaded.normalization, loaded.channels_last).to(loaded.device)
+        out[start:start + len(batch)] = torch.softmax(loaded.model(x).float(), dim=1).cpu().numpy()
+    return out

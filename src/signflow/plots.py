@@ -1,0 +1,244 @@
+"""The report's figures: one function per chart, each writing one PNG atomically.
+
+Figures are plain ``matplotlib.figure.Figure`` objects drawn on the Agg canvas,
+never ``pyplot``: pyplot keeps every figure in a global registry (a leak in a
+long process, and state shared between tests), and needs a GUI backend chosen
+before import. A Figure not registered there is freed like any object, and
+:func:`_saved_figure` clears it anyway once the file is written.
+"""
+
+from __future__ import annotations
+
+import math
+import textwrap
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from signflow.io import atomic_path
+from signflow.metrics import DEFAULT_TPR, confusion_matrix_counts, expected_calibration_error
+
+DPI = 110  # sharp on GitHub at its ~900 px content width without multi-megabyte PNGs
+PANEL_INCHES = 4.6  # side of one chart panel
+THUMB_INCHES = 1.35  # side of one image thumbnail in grids (a 64 px sign stays crisp at DPI)
+CAPTION_INCHES = 0.35  # room for a two-line caption above a thumbnail
+TITLE_INCHES = 0.3  # room for a figure title
+CELL_INCHES = 0.75  # confusion-matrix cell side, so labels and counts stay legible
+LABEL_INCHES = 1.5  # confusion-matrix room for rotated class names
+MIN_CONFUSION_INCHES = 3.5
+BAR_INCHES = 0.28  # one probability bar, so the class names beside it stay legible
+BAR_AXIS_INCHES = 0.5  # the probability axis under the bars
+PAIR_INCHES = 0.6 * 2 * PANEL_INCHES  # one thumbnail + bars pair
+HISTORY_ASPECT, RELIABILITY_ASPECT = 0.75, 1.3  # panel height / width
+CAPTION_WIDTH = 22  # characters per caption line under a thumbnail
+CAPTION_FONT = 7.5
+CELL_FONT = 9
+TITLE_FONT = 12
+GRID_ALPHA = 0.3
+VALUE_OFFSET, MAX_VALUE_X = 0.02, 0.8  # probability labels: just right of the bar, inside the axes
+# Cells darker than this share of the colour scale get white annotation text.
+DARK_CELL = 0.55
+# Accent colours (colour-blind safe Okabe-Ito palette).
+TRAIN_COLOUR, VAL_COLOUR, TOP_COLOUR, BAR_COLOUR = "#0072B2", "#D55E00", "#009E73", "#999999"
+CMAP = "Blues"
+PROBS_PER_ROW = 2  # thumbnail + bar chart pairs side by side
+
+
+@contextmanager
+def _saved_figure(out: Path | str, width: float, height: float) -> Iterator[Figure]:
+    """A fresh Agg figure; written to ``out`` atomically when the block succeeds."""
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    try:
+        yield fig
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, dpi=DPI, format="png", facecolor="white")
+    finally:
+        fig.clear()
+
+
+def _wrap(text: str) -> str:
+    """Wrap each line of a caption; explicit line breaks are kept."""
+    return "\n".join(textwrap.fill(line, CAPTION_WIDTH) for line in text.splitlines())
+
+
+def _message_figure(out: Path | str, message: str, title: str = "") -> None:
+    """A small placeholder so a report link never points at a missing image."""
+    with _saved_figure(out, PANEL_INCHES, PANEL_INCHES / 3) as fig:
+        ax = fig.add_subplot()
+        ax.axis("off")
+        ax.text(0.5, 0.5, message, ha="center", va="center", fontsize=TITLE_FONT, color="dimgray")
+        if title:
+            ax.set_title(title, fontsize=TITLE_FONT)
+
+
+def plot_history(history: pd.DataFrame, out: Path | str, best_epoch: int | None = None) -> None:
+    """Loss and accuracy per epoch, train vs val: over- or under-fitting at a glance."""
+    with _saved_figure(out, 2 * PANEL_INCHES, PANEL_INCHES * HISTORY_ASPECT) as fig:
+        axes = fig.subplots(1, 2)
+        for ax, metric, label in ((axes[0], "loss", "Loss"), (axes[1], "accuracy", "Accuracy")):
+            ax.plot(history["epoch"], history[f"train_{metric}"], "o-", color=TRAIN_COLOUR, label="train")
+            ax.plot(history["epoch"], history[f"val_{metric}"], "s-", color=VAL_COLOUR, label="val")
+            if best_epoch is not None and best_epoch >= 0:
+                ax.axvline(best_epoch, color="gray", linestyle=":", label=f"best (epoch {best_epoch})")
+            ax.set(title=label, xlabel="epoch", ylabel=label.lower())
+            ax.grid(alpha=GRID_ALPHA)
+            ax.legend()
+        # Integer epochs only: "2.5" on the axis would suggest a half epoch exists.
+        for ax in axes:
+            ax.xaxis.get_major_locator().set_params(integer=True)
+
+
+def _annotate(ax: Axes, values: np.ndarray, texts: np.ndarray, vmax: float) -> None:
+    for (i, j), value in np.ndenumerate(values):
+        dark = vmax > 0 and value / vmax > DARK_CELL
+        ax.text(j, i, texts[i, j], ha="center", va="center", fontsize=CELL_FONT, color="white" if dark else "black")
+
+
+def _confusion_panel(ax: Axes, values: np.ndarray, texts: np.ndarray, names: Sequence[str], title: str, vmax: float) -> None:
+    ax.imshow(values, cmap=CMAP, vmin=0, vmax=vmax)
+    _annotate(ax, values, texts, vmax)
+    ticks = np.arange(len(names))
+    ax.set_xticks(ticks, names, rotation=45, ha="right")
+    ax.set_yticks(ticks, names)
+    ax.set(title=title, xlabel="predicted", ylabel="actual")
+
+
+def plot_confusion(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str], out: Path | str) -> None:
+    """Counts and row-normalised (recall) confusion matrices, every cell annotated."""
+    counts = confusion_matrix_counts(labels, preds, len(class_names))
+    totals = counts.sum(axis=1, keepdims=True)
+    # A class absent from the test labels has an all-zero row, not NaN.
+    shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
+    side = max(MIN_CONFUSION_INCHES, CELL_INCHES * len(class_names) + LABEL_INCHES)
+    with _saved_figure(out, 2 * side, side) as fig:
+        left, right = fig.subplots(1, 2)
+        _confusion_panel(left, counts, counts.astype(str), class_names, "Counts", float(max(counts.max(), 1)))
+        share_text = np.vectorize(lambda v: f"{v:.2f}" if v else "0")(shares)
+        _confusion_panel(right, shares, share_text, class_names, "Row-normalised (recall)", 1.0)
+
+
+def plot_image_grid(
+    images: np.ndarray, captions: Sequence[str], out: Path | str, cols: int = 6, title: str = ""
+) -> None:
+    """Thumbnails with a caption each; an empty set gives a small "none" figure."""
+    if len(images) != len(captions):
+        raise ValueError(f"{len(images)} images but {len(captions)} captions")
+    if len(images) == 0:
+        _message_figure(out, "none", title)
+        return
+    cols = max(1, min(cols, len(images)))
+    rows = math.ceil(len(images) / cols)
+    with _saved_figure(out, cols * THUMB_INCHES, rows * (THUMB_INCHES + CAPTION_INCHES) + (TITLE_INCHES if title else 0)) as fig:
+        axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
+        for ax in axes:
+            ax.axis("off")
+        for ax, image, caption in zip(axes, images, captions):
+            ax.imshow(np.asarray(image), interpolation="nearest")
+            ax.set_title(_wrap(caption), fontsize=CAPTION_FONT)
+        if title:
+            fig.suptitle(title, fontsize=TITLE_FONT)
+
+
+def _probability_pair(image_ax: Axes, bar_ax: Axes, image: np.ndarray, probs: np.ndarray,
+                      class_names: Sequence[str], title: str, threshold: float | None) -> None:
+    image_ax.imshow(np.asarray(image), interpolation="nearest")
+    image_ax.axis("off")
+    image_ax.set_title(_wrap(title), fontsize=CAPTION_FONT + 1)
+    top = int(np.argmax(probs))
+    colours = [TOP_COLOUR if k == top else BAR_COLOUR for k in range(len(class_names))]
+    y = np.arange(len(class_names))
+    bar_ax.barh(y, probs, color=colours)
+    bar_ax.set_yticks(y, class_names, fontsize=CAPTION_FONT + 1)
+    bar_ax.invert_yaxis()  # first class on top, as in the class list
+    bar_ax.set_xlim(0, 1)
+    bar_ax.tick_params(axis="x", labelsize=CAPTION_FONT)
+    for k, p in enumerate(probs):
+        bar_ax.text(min(p + VALUE_OFFSET, MAX_VALUE_X), k, f"{p:.2f}", va="center", fontsize=CAPTION_FONT)
+    if threshold is not None:
+        bar_ax.axvline(threshold, color=VAL_COLOUR, linestyle=":", linewidth=1.2)
+
+
+def plot_probability_bars(
+    images: np.ndarray, probs: np.ndarray, class_names: Sequence[str], titles: Sequence[str], out: Path | str,
+    threshold: float | None = None,
+) -> None:
+    """Per image, its thumbnail beside the model's probability for every class.
+
+    ``threshold`` (the open-set rejection threshold) is drawn as a dotted line:
+    a known class whose bar stops short of it is answered "unknown".
+    """
+    if not len(images) == len(probs) == len(titles):
+        raise ValueError(f"{len(images)} images, {len(probs)} probability rows, {len(titles)} titles")
+    if len(images) == 0:
+        _message_figure(out, "no sample images")
+        return
+    rows = math.ceil(len(images) / PROBS_PER_ROW)
+    row_height = max(THUMB_INCHES + CAPTION_INCHES, BAR_INCHES * len(class_names) + BAR_AXIS_INCHES)
+    with _saved_figure(out, PROBS_PER_ROW * PAIR_INCHES, rows * row_height + TITLE_INCHES) as fig:
+        grid = fig.add_gridspec(rows, 2 * PROBS_PER_ROW, width_ratios=[1, 2] * PROBS_PER_ROW)
+        for i in range(rows * PROBS_PER_ROW):
+            row, col = divmod(i, PROBS_PER_ROW)
+            image_ax, bar_ax = fig.add_subplot(grid[row, 2 * col]), fig.add_subplot(grid[row, 2 * col + 1])
+            if i < len(images):
+                _probability_pair(image_ax, bar_ax, images[i], probs[i], class_names, titles[i], threshold)
+            else:
+                image_ax.axis("off")
+                bar_ax.axis("off")
+        if threshold is not None:
+            fig.suptitle(f"dotted line: rejection threshold {threshold:.2f} (below it the answer is \"unknown\")",
+                         fontsize=CAPTION_FONT + 1, color=VAL_COLOUR)
+
+
+def _bins_as_rows(bins: pd.DataFrame) -> list[dict]:
+    """CSV round-trips empty bins as NaN; metrics wants them as None."""
+    return [{k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+            for row in bins.to_dict(orient="records")]
+
+
+def plot_reliability(bins: pd.DataFrame, out: Path | str) -> None:
+    """Accuracy vs confidence per bin against the diagonal, bin counts below, ECE in the title."""
+    rows = _bins_as_rows(bins)
+    ece = expected_calibration_error(rows) if sum(r["count"] for r in rows) else float("nan")
+    lower, upper = bins["bin_lower"].to_numpy(), bins["bin_upper"].to_numpy()
+    width, filled = upper - lower, bins["count"].to_numpy() > 0
+    with _saved_figure(out, PANEL_INCHES, PANEL_INCHES * RELIABILITY_ASPECT) as fig:
+        top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+        acc, conf = bins["accuracy"].to_numpy(float)[filled], bins["confidence"].to_numpy(float)[filled]
+        top.bar(lower[filled], acc, width=width[filled], align="edge", color=TRAIN_COLOUR, edgecolor="white",
+                label="accuracy")
+        # The gap per bin is what ECE averages (weighted by the counts below).
+        top.bar(lower[filled], np.abs(conf - acc), bottom=np.minimum(acc, conf), width=width[filled], align="edge",
+                facecolor="none", hatch="///", edgecolor=VAL_COLOUR, label="gap to mean confidence")
+        top.plot([0, 1], [0, 1], "--", color="black", zorder=3, label="perfect calibration")
+        top.set(xlim=(0, 1), ylim=(0, 1), ylabel="accuracy", title=f"Reliability (ECE {ece:.3f})")
+        top.legend(loc="upper left", fontsize=CAPTION_FONT + 1)
+        bottom.bar(lower, bins["count"], width=width, align="edge", color=BAR_COLOUR, edgecolor="white")
+        bottom.set(xlabel="confidence (max softmax)", ylabel="images")
+        for x, w, n in zip(lower[filled], width[filled], bins["count"].to_numpy()[filled]):
+            bottom.text(x + w / 2, n, str(int(n)), ha="center", va="bottom", fontsize=CAPTION_FONT - 1)
+        bottom.margins(y=0.25)  # headroom for the count labels
+
+
+def plot_roc(roc: pd.DataFrame, auroc: float | None, out: Path | str) -> None:
+    """Open-set ROC: known images accepted vs never-seen ones wrongly accepted."""
+    if roc.empty:
+        _message_figure(out, "no held-out images: no open-set ROC", "Open-set ROC")
+        return
+    label = f"max softmax (AUROC {auroc:.3f})" if auroc is not None else "max softmax"
+    with _saved_figure(out, PANEL_INCHES, PANEL_INCHES) as fig:
+        ax = fig.add_subplot()
+        ax.plot(roc["fpr"], roc["tpr"], color=TRAIN_COLOUR, linewidth=2, label=label)
+        ax.plot([0, 1], [0, 1], "--", color="gray", label="chance")
+        ax.axhline(DEFAULT_TPR, color=VAL_COLOUR, linestyle=":", label=f"{DEFAULT_TPR:.0%} of known accepted")
+        ax.set(xlim=(0, 1), ylim=(0, 1.01), xlabel="held-out images accepted (FPR)",
+               ylabel="known images accepted (TPR)", title="Open-set ROC")
+        ax.set_aspect("equal")
+        ax.grid(alpha=GRID_ALPHA)
+        ax.legend(loc="lower right", fontsize=CAPTION_FONT + 1)

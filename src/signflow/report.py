@@ -1,0 +1,423 @@
+"""The report stage's library: one Markdown page with figures that renders on GitHub.
+
+:func:`build_report` takes only already-loaded values (:class:`ReportInputs`),
+so it is testable without files or a model; :func:`load_report_inputs` is the
+one place that reads the pipeline's outputs and runs the model on the few
+sample images of the probability charts. The report directory is built in a
+temporary sibling and renamed at the end, so a failed run never leaves a
+half-written report whose image links point nowhere.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from signflow import plots
+from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, flatten
+from signflow.dataset import ROLE_HELDOUT, ROLE_UNKNOWN, load_split
+from signflow.inference import LoadedModel, predict_probs
+from signflow.io import atomic_path
+from signflow.metrics import max_softmax_score
+
+log = logging.getLogger(__name__)
+
+REPORT_FILE = "report.md"
+# Figures, by the file name the Markdown links to.
+CONFUSION_PNG, HISTORY_PNG = "confusion.png", "training_curves.png"
+MISCLASSIFIED_PNG, LEAST_CONFIDENT_PNG = "misclassified.png", "least_confident_correct.png"
+SAMPLES_PNG, RELIABILITY_PNG, ROC_PNG = "sample_probabilities.png", "reliability.png", "roc.png"
+# Section headings, in report order (tests check each one is present).
+SECTIONS = (
+    "Dataset", "Key parameters", "Metrics", "Per-class results", "Confusion matrix", "Training curves",
+    "Misclassified test images", "Least-confident correct predictions", "Sample predictions",
+    "Calibration", "Open-set ROC", "Classification report",
+)
+MAX_GRID_IMAGES = 24  # per image grid: enough to see a pattern, small enough to load fast
+GRID_COLS = 6
+SAMPLES_PER_CLASS = 2  # sample images per test label and per held-out class in the probability chart
+SAMPLE_BATCH = 64  # the samples are few: one small batch
+MAX_QUARANTINE_LISTED = 50  # longer lists stay in metrics/data.json
+DIGITS = 4  # decimals of metric values in tables
+MISSING = "n/a"
+# The evaluate/train/add_unknown stages' outputs that the report reads, by role.
+METRIC_FILES = {
+    "data_summary": "data.json", "train_summary": "train.json", "history": "train_history.csv",
+    "metrics": "evaluate.json", "per_class": "per_class.csv", "predictions": "predictions.csv",
+    "reliability": "reliability.csv", "roc": "roc.csv", "report_text": "classification_report.txt",
+}
+TEST_SPLIT = "test"
+# params.yaml keys shown in "Key parameters", with what each decides.
+KEY_PARAMS = (
+    ("strategy", "how the pretrained model is adapted"),
+    ("model.backbone", "feature extractor"),
+    ("model.weights", "initial weights"),
+    ("data.source", "where the images come from"),
+    ("data.image_size", "input side (px)"),
+    ("train.epochs", "maximum epochs"),
+    ("train.lr", "head learning rate"),
+    ("unknown.enabled", "trained \"unknown\" class"),
+    ("unknown.heldout", "class ids never trained on (open-set test)"),
+)
+# evaluate.json keys shown in "Metrics": label and one-line meaning.
+CLOSED_SET_METRICS = (
+    ("test.accuracy", "accuracy", "share of test images (targets and trained unknown) given the right class"),
+    ("test.balanced_accuracy", "balanced accuracy", "mean per-class recall: small classes count as much as big ones"),
+    ("test.macro_f1", "macro F1", "mean F1 over classes"),
+    ("test.log_loss", "log loss", "cross-entropy of the predicted probabilities (lower is better)"),
+    ("test.ece", "ECE", "expected calibration error: gap between confidence and accuracy (lower is better)"),
+    ("test.n", "test images", "closed-set test images"),
+    ("val.accuracy", "val accuracy", "the same accuracy on the validation split"),
+)
+OPEN_SET_METRICS = (
+    ("openset.auroc", "AUROC", "how well max softmax separates known signs from never-seen ones (1 perfect, 0.5 chance)"),
+    ("openset.fpr_at_95_tpr", "FPR@95%TPR", "share of never-seen signs accepted when 95% of known ones are accepted"),
+    ("openset.heldout_assigned_known", "held-out called known", "share of never-seen signs the model files under a known sign type"),
+    ("openset.accuracy", "open-set accuracy", "accuracy when scores below the validation-chosen threshold mean \"unknown\""),
+    ("openset.threshold", "threshold", "rejection threshold on max softmax, chosen on validation only"),
+    ("openset.n_known", "known images", "target test images in the open-set evaluation"),
+    ("openset.n_heldout", "held-out images", "never-seen test images"),
+)
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything the report shows, already loaded: build_report reads no files."""
+
+    data_summary: Mapping[str, Any]  # metrics/data.json
+    params: Mapping[str, Any]  # params.yaml
+    metrics: Mapping[str, Any]  # metrics/evaluate.json
+    per_class: pd.DataFrame
+    predictions: pd.DataFrame  # rows aligned with test_frame
+    test_frame: pd.DataFrame  # the test manifest
+    test_images: np.ndarray  # (N, S, S, 3) uint8, aligned with test_frame
+    history: pd.DataFrame
+    train_summary: Mapping[str, Any]
+    reliability: pd.DataFrame
+    roc: pd.DataFrame
+    report_text: str
+    class_names: Sequence[str]  # the model's outputs, in index order
+    sample_images: np.ndarray  # (M, S, S, 3) for the probability chart
+    sample_probs: np.ndarray  # (M, K) softmax rows
+    sample_titles: Sequence[str] = field(default_factory=tuple)
+
+
+@dataclass(frozen=True)
+class ReportPaths:
+    """Where load_report_inputs reads each input (explicit: no layout assumed here)."""
+
+    data_summary: Path
+    train_summary: Path
+    history: Path
+    metrics: Path
+    per_class: Path
+    predictions: Path
+    reliability: Path
+    roc: Path
+    report_text: Path
+    dataset_dir: Path
+
+    @classmethod
+    def from_dirs(cls, metrics_dir: Path, dataset_dir: Path) -> "ReportPaths":
+        """The standard file names (METRIC_FILES) inside the given directories."""
+        return cls(dataset_dir=dataset_dir, **{key: metrics_dir / name for key, name in METRIC_FILES.items()})
+
+
+# ----------------------------------------------------------------- loading
+
+
+def select_samples(frame: pd.DataFrame, per_class: int = SAMPLES_PER_CLASS) -> tuple[np.ndarray, list[str]]:
+    """Row indices and titles: a few images per test label and per held-out class.
+
+    Deterministic and spread out: rows evenly spaced through each group in
+    manifest order (which follows tracks), so the picks are different physical
+    signs rather than consecutive frames of one. Held-out images are grouped
+    by their original class id, since they all share the label "unknown".
+    """
+    frame = frame.reset_index(drop=True)
+    heldout = frame["role"] == ROLE_HELDOUT
+    groups: list[tuple[str, pd.Index]] = []
+    for label, rows in frame[~heldout].groupby("label", sort=False).groups.items():
+        groups.append((str(label), rows))
+    for class_id, rows in frame[heldout].groupby("class_id", sort=False).groups.items():
+        groups.append((f"never seen (class {class_id})", rows))
+    indices, titles = [], []
+    for title, rows in groups:
+        picks = np.unique(np.linspace(0, len(rows) - 1, min(per_class, len(rows))).round().astype(int))
+        for pick in picks:
+            row = rows[pick]
+            indices.append(int(row))
+            # "unknown" mixes many sign types: say which one this is.
+            unknown = frame.at[row, "role"] == ROLE_UNKNOWN
+            titles.append(f"unknown (class {frame.at[row, 'class_id']})" if unknown else title)
+    return np.asarray(indices, dtype=int), titles
+
+
+def load_report_inputs(
+    paths: ReportPaths, params: Mapping[str, Any], loaded: LoadedModel, batch_size: int = SAMPLE_BATCH
+) -> ReportInputs:
+    """Read every stage output the report shows and score the sample images."""
+    test_frame, test_images = load_split(paths.dataset_dir, TEST_SPLIT)
+    sample_idx, sample_titles = select_samples(test_frame)
+    sample_images = np.asarray(test_images[sample_idx])
+    return ReportInputs(
+        data_summary=json.loads(paths.data_summary.read_text()),
+        params=params,
+        metrics=json.loads(paths.metrics.read_text()),
+        per_class=pd.read_csv(paths.per_class),
+        predictions=pd.read_csv(paths.predictions, dtype={"path": str}),
+        test_frame=test_frame,
+        test_images=test_images,
+        history=pd.read_csv(paths.history),
+        train_summary=json.loads(paths.train_summary.read_text()),
+        reliability=pd.read_csv(paths.reliability),
+        roc=pd.read_csv(paths.roc),
+        report_text=paths.report_text.read_text(),
+        class_names=list(loaded.class_names),
+        sample_images=sample_images,
+        sample_probs=predict_probs(loaded, sample_images, batch_size),
+        sample_titles=sample_titles,
+    )
+
+
+# ------------------------------------------------------------- formatting
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return MISSING
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{DIGITS}f}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "none"
+    return str(value)
+
+
+def _cell(value: Any) -> str:
+    # A pipe inside a cell would split the Markdown table.
+    return _fmt(value).replace("|", "\\|").replace("\n", " ")
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub Markdown table (no tabulate dependency for one helper)."""
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _seconds(value: Any) -> str:
+    return MISSING if value is None else f"{value:.0f} s"
+
+
+def _pct(value: Any) -> str:
+    return MISSING if value is None else f"{value:.1%}"
+
+
+# --------------------------------------------------------------- sections
+
+
+def _verdict(inputs: ReportInputs) -> str:
+    m = inputs.metrics
+    auroc = m.get("openset.auroc")
+    return (
+        f"**Test accuracy {_pct(m.get('test.accuracy'))}, macro F1 {_fmt(m.get('test.macro_f1'))}, "
+        f"open-set AUROC {_fmt(auroc) if auroc is not None else 'n/a (no held-out images)'}** "
+        f"on {_fmt(m.get('test.n'))} closed-set test images and {_fmt(m.get('openset.n_heldout', 0))} never-seen ones."
+    )
+
+
+def _split_order(name: str) -> tuple[int, str]:
+    # data.json sorts keys alphabetically; the report reads train, val, test.
+    return (SPLIT_NAMES.index(name) if name in SPLIT_NAMES else len(SPLIT_NAMES), name)
+
+
+def _dataset_section(summary: Mapping[str, Any], class_names: Sequence[str]) -> str:
+    splits = summary.get("splits", {})
+    labels = [n for n in class_names if n != UNKNOWN_NAME]
+    headers = ["split", "images", "tracks", *labels, "unknown (trained)", "held-out (never seen)"]
+    rows = [
+        [name, s["images"], s["tracks"], *(s["per_label"].get(label, 0) for label in labels),
+         s["per_role"].get(ROLE_UNKNOWN, 0), s["per_role"].get(ROLE_HELDOUT, 0)]
+        for name, s in sorted(splits.items(), key=lambda item: _split_order(item[0]))
+    ]
+    targets = summary.get("targets", {})
+    parts = [
+        md_table(headers, rows),
+        f"Target signs: {_fmt(targets.get('images'))} images from {_fmt(targets.get('tracks'))} tracks "
+        f"(physical signs); tracks shared between splits: {_fmt(summary.get('tracks_shared_between_splits'))} "
+        "(0 means no sign is in two splits).",
+        _quarantine(summary.get("quarantined", {})),
+    ]
+    return "\n\n".join(parts)
+
+
+def _quarantine(quarantined: Mapping[str, Any]) -> str:
+    count = quarantined.get("count", 0)
+    if not count:
+        return "Quarantined files: 0."
+    files = list(quarantined.get("files", []))
+    shown = [[f.get("path"), f.get("class_id"), f.get("reason")] for f in files[:MAX_QUARANTINE_LISTED]]
+    more = len(files) - len(shown)
+    rest = f"\n\n… and {more} more, listed in the data summary (metrics/data.json)." if more > 0 else ""
+    return (f"Quarantined files: {count} (unreadable or out-of-range images, left out of every split):\n\n"
+            f"{md_table(['path', 'class', 'reason'], shown)}{rest}")
+
+
+def _params_section(params: Mapping[str, Any]) -> str:
+    flat = flatten(params)
+    return md_table(["parameter", "value", "what it sets"],
+                    [[f"`{key}`", flat.get(key, MISSING), meaning] for key, meaning in KEY_PARAMS])
+
+
+def _metric_rows(metrics: Mapping[str, Any], spec: Sequence[tuple[str, str, str]]) -> list[list[Any]]:
+    return [[label, metrics.get(key), meaning] for key, label, meaning in spec]
+
+
+def _metrics_section(metrics: Mapping[str, Any]) -> str:
+    return "\n\n".join([
+        "**Closed set** (test images of the classes the model was trained on):",
+        md_table(["metric", "value", "meaning"], _metric_rows(metrics, CLOSED_SET_METRICS)),
+        "**Open set** (target test images against held-out sign types never seen in training; "
+        "score = max softmax over the known classes):",
+        md_table(["metric", "value", "meaning"], _metric_rows(metrics, OPEN_SET_METRICS)),
+    ])
+
+
+def _training_text(summary: Mapping[str, Any]) -> str:
+    stopped = " (stopped early)" if summary.get("stopped_early") else ""
+    return (
+        f"{_fmt(summary.get('epochs_run'))} epochs run{stopped}; best epoch {_fmt(summary.get('best_epoch'))} "
+        f"(val accuracy {_fmt(summary.get('best_val_accuracy'))}, val loss {_fmt(summary.get('best_val_loss'))}) "
+        f"is the saved model; {_seconds(summary.get('train_seconds'))} of training."
+    )
+
+
+# ----------------------------------------------------------------- figures
+
+# Per figure section: the PNG it links, its alt text, and how to read it.
+FIGURES = {
+    "Confusion matrix": (CONFUSION_PNG, "confusion matrix", "Closed-set test images; rows are the true class."),
+    "Training curves": (HISTORY_PNG, "training curves", ""),
+    "Misclassified test images": (MISCLASSIFIED_PNG, "misclassified test images", ""),
+    "Least-confident correct predictions": (LEAST_CONFIDENT_PNG, "least-confident correct predictions", ""),
+    "Sample predictions": (
+        SAMPLES_PNG, "sample probabilities",
+        "Probabilities for a few test images per class, including held-out sign types the model never saw "
+        "(ideally: low bars for every known sign, or \"unknown\"). Under each title, the final answer (→) "
+        "after the open-set threshold.",
+    ),
+    "Calibration": (
+        RELIABILITY_PNG, "reliability diagram",
+        "Reliability diagram: bars on the diagonal mean confidence matches accuracy; above it the model is right "
+        "more often than it claims (underconfident, usual with label smoothing), below it overconfident.",
+    ),
+    "Open-set ROC": (ROC_PNG, "open-set ROC", ""),
+}
+GRID_TITLE = "true / predicted (confidence)"
+
+
+def _closed_set(inputs: ReportInputs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Row indices, true and predicted class indices of the labelled test images."""
+    frame, preds = inputs.test_frame.reset_index(drop=True), inputs.predictions.reset_index(drop=True)
+    if len(frame) != len(preds) or not (frame["path"].astype(str) == preds["path"].astype(str)).all():
+        raise ValueError("predictions are not aligned with the test manifest; re-run the evaluate stage")
+    rows = np.flatnonzero((frame["label_idx"] >= 0).to_numpy())
+    index = {name: k for k, name in enumerate(inputs.class_names)}
+    return rows, frame["label_idx"].to_numpy()[rows], preds["prediction"].iloc[rows].map(index).to_numpy()
+
+
+def _grid(inputs: ReportInputs, rows: np.ndarray, out: Path) -> None:
+    p = inputs.predictions
+    captions = [f"{p.at[r, 'label']} /\n{p.at[r, 'prediction']} ({p.at[r, 'confidence']:.2f})" for r in rows]
+    images = np.asarray(inputs.test_images[rows]) if len(rows) else np.empty((0, 1, 1, 3), dtype=np.uint8)
+    plots.plot_image_grid(images, captions, out, GRID_COLS, GRID_TITLE)
+
+
+def _grids(inputs: ReportInputs, out_dir: Path, rows: np.ndarray, labels: np.ndarray,
+           predicted: np.ndarray) -> dict[str, str]:
+    """Misclassified (most confident first) and least-confident correct grids; a note for each."""
+    confidence = inputs.predictions["confidence"].to_numpy()[rows]
+    hit = labels == predicted
+    wrong = rows[~hit][np.argsort(-confidence[~hit], kind="stable")]
+    right = rows[hit][np.argsort(confidence[hit], kind="stable")]
+    _grid(inputs, wrong[:MAX_GRID_IMAGES], out_dir / MISCLASSIFIED_PNG)
+    _grid(inputs, right[:MAX_GRID_IMAGES], out_dir / LEAST_CONFIDENT_PNG)
+    capped = f"; the {MAX_GRID_IMAGES} most confident mistakes are shown" if len(wrong) > MAX_GRID_IMAGES else ""
+    return {
+        "Misclassified test images": f"{len(wrong)} of {len(rows)} closed-set test images are misclassified{capped} "
+                                     "(most confident mistakes first).",
+        "Least-confident correct predictions":
+            f"The {min(len(right), MAX_GRID_IMAGES)} correct predictions the model was least sure of "
+            "(least sure first).",
+    }
+
+
+def _sample_titles(inputs: ReportInputs) -> list[str]:
+    """Each sample's title plus the final answer, decided as the evaluate stage decides it."""
+    names = list(inputs.class_names)
+    titles = list(inputs.sample_titles) or [""] * len(inputs.sample_images)
+    if not len(inputs.sample_probs):
+        return titles
+    threshold = inputs.metrics.get("openset.threshold")
+    scores = max_softmax_score(inputs.sample_probs, names.index(UNKNOWN_NAME) if UNKNOWN_NAME in names else None)
+    answers = [UNKNOWN_NAME if threshold is not None and score < threshold else names[k]
+               for k, score in zip(inputs.sample_probs.argmax(axis=1), scores)]
+    return [f"{title}\n→ {answer}" for title, answer in zip(titles, answers)]
+
+
+def _draw_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, str]:
+    """Every PNG into ``out_dir``; returns notes (by section) that depend on the data."""
+    m = inputs.metrics
+    rows, labels, predicted = _closed_set(inputs)
+    plots.plot_confusion(labels, predicted, inputs.class_names, out_dir / CONFUSION_PNG)
+    plots.plot_history(inputs.history, out_dir / HISTORY_PNG, inputs.train_summary.get("best_epoch"))
+    plots.plot_probability_bars(inputs.sample_images, inputs.sample_probs, inputs.class_names,
+                                _sample_titles(inputs), out_dir / SAMPLES_PNG, m.get("openset.threshold"))
+    plots.plot_reliability(inputs.reliability, out_dir / RELIABILITY_PNG)
+    plots.plot_roc(inputs.roc, m.get("openset.auroc"), out_dir / ROC_PNG)
+    return {
+        **_grids(inputs, out_dir, rows, labels, predicted),
+        "Training curves": _training_text(inputs.train_summary),
+        "Calibration": f"ECE {_fmt(m.get('test.ece'))}.",
+        "Open-set ROC": f"AUROC {_fmt(m.get('openset.auroc'))}, FPR@95%TPR {_fmt(m.get('openset.fpr_at_95_tpr'))}.",
+    }
+
+
+def _figure_section(name: str, note: str) -> str:
+    png, alt, intro = FIGURES[name]
+    text = " ".join(part for part in (intro, note) if part)
+    return f"{text}\n\n![{alt}]({png})"  # relative link: renders on GitHub next to report.md
+
+
+def render_markdown(inputs: ReportInputs, notes: Mapping[str, str]) -> str:
+    """The report text; ``notes`` come from :func:`_draw_figures`."""
+    body = {
+        "Dataset": _dataset_section(inputs.data_summary, inputs.class_names),
+        "Key parameters": _params_section(inputs.params),
+        "Metrics": _metrics_section(inputs.metrics),
+        "Per-class results": md_table(list(inputs.per_class.columns), list(inputs.per_class.itertuples(index=False))),
+        **{name: _figure_section(name, notes.get(name, "")) for name in FIGURES},
+        "Classification report": f"```\n{inputs.report_text.rstrip()}\n```",
+    }
+    flat = flatten(inputs.params)
+    title = f"# signflow report: {_fmt(flat.get('model.backbone'))}, {_fmt(flat.get('strategy'))} strategy"
+    return "\n\n".join([title, _verdict(inputs), *(f"## {name}\n\n{body[name]}" for name in SECTIONS)]) + "\n"
+
+
+def build_report(inputs: ReportInputs, out_dir: Path) -> Path:
+    """Write ``out_dir/report.md`` and its PNGs, replacing ``out_dir`` atomically."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        notes = _draw_figures(inputs, tmp)
+        (tmp / REPORT_FILE).write_text(render_markdown(inputs, notes))
+    log.info("report written to %s", out_dir / REPORT_FILE)
+    return out_dir / REPORT_FILE
