@@ -1,0 +1,90 @@
+"""Shared fixtures: tiny records, tiny image folders, and where the repo and shared data are."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import cv2
+import numpy as np
+import pytest
+
+from signflow.records import RawRecord
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SUBSET_ZIP_NAME = "GTSRB-Training_subset.zip"
+
+RecordsFactory = Callable[[Mapping[str, Sequence[int]]], list[RawRecord]]
+FolderFactory = Callable[..., Path]
+
+
+def _records(spec: Mapping[str, Sequence[int]]) -> list[RawRecord]:
+    """``{class_id: [frames of track 0, frames of track 1, ...]}`` -> records, GTSRB-style names."""
+    return [
+        RawRecord(path=f"{class_id}/{track:05d}_{frame:05d}.png", class_id=str(class_id), track=f"{track:05d}")
+        for class_id, sizes in spec.items()
+        for track, n_frames in enumerate(sizes)
+        for frame in range(n_frames)
+    ]
+
+
+@pytest.fixture
+def make_records() -> RecordsFactory:
+    """Factory: ``make_records({"12": [3, 2]})`` gives class 12 with tracks of 3 and 2 frames."""
+    return _records
+
+
+def write_image_folder(
+    root: Path,
+    classes: Sequence[str] = ("0", "1", "2"),
+    tracks: int = 3,
+    frames: int = 2,
+    sizes: tuple[int, int] = (20, 40),
+    seed: int = 0,
+) -> Path:
+    """ImageFolder tree ``root/<class>/TTTTT_FFFFF.png``: one random side per track, noisy colour per class."""
+    rng = np.random.default_rng(seed)
+    for class_id in classes:
+        colour = rng.integers(0, 256, size=3)
+        class_dir = root / str(class_id)
+        class_dir.mkdir(parents=True, exist_ok=True)
+        for track in range(tracks):
+            side = int(rng.integers(sizes[0], sizes[1] + 1))
+            for frame in range(frames):
+                noise = rng.integers(-20, 21, size=(side, side, 3))
+                image = np.clip(colour + noise, 0, 255).astype(np.uint8)
+                assert cv2.imwrite(str(class_dir / f"{track:05d}_{frame:05d}.png"), image)
+    return root
+
+
+@pytest.fixture
+def make_image_folder(tmp_path: Path) -> FolderFactory:
+    """Factory writing an image folder under ``tmp_path/name`` (keyword arguments as write_image_folder)."""
+
+    def make(name: str = "folder", **kwargs) -> Path:
+        return write_image_folder(tmp_path / name, **kwargs)
+
+    return make
+
+
+@pytest.fixture
+def image_folder(make_image_folder: FolderFactory) -> Path:
+    """Three classes ("0", "1", "2"), three tracks of two 20-40 px PNG frames each."""
+    return make_image_folder()
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def shared_gtsrb_zip() -> Path:
+    """The shared real-GTSRB subset; skipped (with the reason) when this machine lacks it."""
+    shared = os.environ.get("SIGNFLOW_SHARED")
+    folder = Path(shared) / "data" / "gtsrb" if shared else REPO_ROOT.parent / "shared" / "data" / "gtsrb"
+    path = folder / SUBSET_ZIP_NAME
+    if not path.is_file():
+        pytest.skip(f"{SUBSET_ZIP_NAME} not found at {path}; set SIGNFLOW_SHARED to the shared folder")
+    return path
