@@ -179,6 +179,19 @@ def test_unknown_key_fails_anywhere(real_params: dict[str, Any], parent: str, ty
     assert any(name in message for name in node if name != typo)
 
 
+@pytest.mark.parametrize("text", ["1e-5", "1e-05", "5E-4"])
+def test_exponent_floats_without_a_dot_load(tmp_path: Path, real_params: dict[str, Any], text: str) -> None:
+    # `dvc exp run -S train.lr=1e-5` writes `lr: 1e-5`, which PyYAML (YAML 1.1) reads as a string.
+    params = yaml.safe_dump(_with(real_params, "train.lr", "PLACEHOLDER")).replace("PLACEHOLDER", text)
+    (tmp_path / "params.yaml").write_text(params)
+    assert load_config(tmp_path / "params.yaml").train.lr == float(text)
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "1e", "'1e-5'x"])
+def test_non_numeric_strings_for_floats_still_fail(real_params: dict[str, Any], text: str) -> None:
+    assert "train.lr" in _error(_with(real_params, "train.lr", text))
+
+
 def test_section_that_is_not_a_mapping_fails(real_params: dict[str, Any]) -> None:
     message = _error(_with(real_params, "data.gtsrb", "http://example.org/x.zip"))
     assert "data.gtsrb" in message and "url" in message

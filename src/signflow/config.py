@@ -9,6 +9,7 @@ allowed. Stages build only the sections they read.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ DEVICES = ("auto", "cpu", "cuda")
 SPLIT_NAMES = ("train", "val", "test")
 UNKNOWN_NAME = "unknown"
 FRACTION_TOLERANCE = 1e-6
+_EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
 
 class ConfigError(ValueError):
@@ -78,6 +80,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
             _fail(key, value, "an integer")
         return value
     if annotation is float:
+        if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value):
+            # PyYAML reads YAML 1.1, where 1e-5 (no dot) is a string; `dvc exp run -S` writes it so.
+            value = float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             _fail(key, value, "a number")
         return float(value)

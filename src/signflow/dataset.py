@@ -9,8 +9,6 @@ evaluation and benchmarks, so no image file is decoded twice.
 from __future__ import annotations
 
 import logging
-import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
@@ -22,6 +20,7 @@ from tqdm import tqdm
 from signflow.config import SPLIT_NAMES, UNKNOWN_NAME
 from signflow.images import ImageLimits, crop_and_resize, read_rgb
 from signflow.io import atomic_path
+from signflow.parallel import process_pool, resolve_workers
 from signflow.records import RECORD_FIELDS, RawRecord
 from signflow.split import group_split
 from signflow.unknown import resolve_unknown_classes, sample_balanced
@@ -121,12 +120,12 @@ def decode_frame(
         for row in frame.itertuples()
     ]
     out = np.empty((len(jobs), size, size, 3), dtype=np.uint8)
-    workers = workers or os.cpu_count() or 1
+    workers = resolve_workers(workers)
     with tqdm(total=len(jobs), desc="decode", unit="img", leave=False) as progress:
         if workers == 1 or len(jobs) < DECODE_CHUNK:
             _fill(out, map(_decode_one, jobs), progress)
         else:
-            with ProcessPoolExecutor(max_workers=workers) as pool:
+            with process_pool(workers) as pool:
                 _fill(out, pool.map(_decode_one, jobs, chunksize=max(1, DECODE_CHUNK // workers)), progress)
     return out
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
@@ -25,7 +24,8 @@ from signflow.inference import LoadedModel, predict_probs
 from signflow.io import atomic_path
 from signflow.metrics import max_softmax_score
 from signflow.sources.folder import IMAGE_SUFFIXES
-from signflow.train import available_cores
+
+from signflow.parallel import process_pool, resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -99,22 +99,17 @@ def _decode_one(job: tuple[str, int, ImageLimits]) -> Outcome:
         return None, f"cannot decode ({type(err).__name__}: {err})"
 
 
-def _single_thread_worker() -> None:
-    """Pool initializer: one OpenCV thread per process, the pool already fills the cores."""
-    cv2.setNumThreads(1)
-
-
 Mapper = Callable[[list[tuple[str, int, ImageLimits]]], Iterator[Outcome]]
 
 
 @contextmanager
 def _decoder(n_files: int, workers: int) -> Iterator[Mapper]:
     """A map over decode jobs: in-process for few files or one worker, else a process pool."""
-    workers = workers or available_cores()
+    workers = resolve_workers(workers)
     if workers == 1 or n_files < POOL_MIN_FILES:
         yield lambda jobs: map(_decode_one, jobs)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_worker) as pool:
+    with process_pool(workers) as pool:
         yield lambda jobs: pool.map(
             _decode_one, jobs, chunksize=max(1, math.ceil(len(jobs) / (workers * CHUNKS_PER_WORKER)))
         )

@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Sequence
@@ -22,6 +21,7 @@ from tqdm import tqdm
 from signflow.config import DataConfig
 from signflow.images import ImageLimits, check_image
 from signflow.io import atomic_path
+from signflow.parallel import process_pool, resolve_workers
 from signflow.records import RawRecord, write_records
 
 log = logging.getLogger(__name__)
@@ -39,7 +39,7 @@ def _synthetic(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRe
 
     s = cfg.synthetic
     synth = SynthConfig(s.tracks_per_class, s.frames_per_track, s.min_size, s.max_size, s.seed)
-    return render_dataset(images_dir, list(SIGN_TYPES), synth, workers=cfg.decode_workers or os.cpu_count() or 1)
+    return render_dataset(images_dir, list(SIGN_TYPES), synth, workers=resolve_workers(cfg.decode_workers))
 
 
 def _gtsrb(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRecord]:
@@ -72,8 +72,7 @@ def validate_images(
 ) -> tuple[list[RawRecord], pd.DataFrame]:
     """Split records into usable ones and a quarantine table (path, class_id, reason)."""
     jobs = [(str(root / r.path), limits) for r in records]
-    workers = workers or os.cpu_count() or 1
-    with ProcessPoolExecutor(max_workers=workers) as pool:
+    with process_pool(workers) as pool:
         reasons = list(tqdm(pool.map(_check, jobs, chunksize=VALIDATE_CHUNK), total=len(jobs), desc="validate", unit="img", leave=False))
     good = [r for r, why in zip(records, reasons) if why is None]
     bad = pd.DataFrame(

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +25,7 @@ from tqdm import tqdm
 
 from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import TrainConfig
+from signflow.parallel import resolve_workers
 from signflow.strategies import apply_train_mode, param_groups, resolve_strategy
 from signflow.transforms import Normalization, eval_transform, train_transform
 
@@ -92,16 +92,9 @@ class Feeder(Protocol):
     def forward(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def configure_runtime(cfg: TrainConfig) -> torch.device:
     """Threads from the available cores, deterministic kernels, the device."""
-    torch.set_num_threads(cfg.threads or available_cores())
+    torch.set_num_threads(resolve_workers(cfg.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise RuntimeError("params.yaml: train.device=cuda but no CUDA device is available; use auto or cpu")

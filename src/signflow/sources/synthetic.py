@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import logging
 import math
-import multiprocessing
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -35,6 +33,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
+from signflow.parallel import process_pool
 from signflow.records import RawRecord
 
 log = logging.getLogger(__name__)
@@ -982,19 +981,12 @@ def _render_track(job: _TrackJob) -> list[RawRecord]:
 JOBS_PER_WORKER = 8  # chunks per worker: large enough to amortise pickling, small enough to balance
 
 
-def _single_thread_worker() -> None:
-    """Pool initializer: one OpenCV thread per process, the pool already fills the cores."""
-    cv2.setNumThreads(1)
-
-
 def _run(jobs: list[_TrackJob], workers: int) -> Iterator[list[RawRecord]]:
     if workers <= 1:
         yield from map(_render_track, jobs)
         return
     chunk = max(1, len(jobs) // (workers * JOBS_PER_WORKER))
-    # spawn, not fork: a child forked after OpenCV started its thread pool can deadlock on it.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_single_thread_worker) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(_render_track, jobs, chunksize=chunk)
 
 
