@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -23,14 +21,13 @@ import pytest
 import yaml
 
 from conftest import write_image_folder
+from project_copy import Project, copy_project
 
 pytestmark = pytest.mark.slow
 
-PROJECT_PATHS = ["params.yaml", "dvc.yaml", "stages", "src", ".dvcignore", ".gitignore"]
 DATA_STAGES = ["download", "split", "add_unknown"]
 SPLITS = ["train", "val", "test"]
 IMAGE_SIZE = 32
-DVC_TIMEOUT = 600
 
 
 def _has_synthetic() -> bool:
@@ -40,65 +37,16 @@ def _has_synthetic() -> bool:
         return False
 
 
-class Project:
-    """A copy of the project under ``root``, with DVC run from the test's venv."""
-
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root, self.env = root, env
-
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            args, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=DVC_TIMEOUT
-        )
-        if check and proc.returncode:
-            pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run("dvc", *args, check=check)
-
-    def status(self) -> dict[str, Any]:
-        """Stale data stages (``add_unknown`` and what it depends on; later stages are not ours)."""
-        return json.loads(self.dvc("status", "--json", "--with-deps", DATA_STAGES[-1]).stdout or "{}")
-
-    def params(self) -> dict[str, Any]:
-        return yaml.safe_load((self.root / "params.yaml").read_text())
-
-    def set_params(self, params: dict[str, Any]) -> None:
-        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+def _stale(project: Project) -> dict[str, Any]:
+    """Stale data stages (``add_unknown`` and what it depends on; later stages are not ours)."""
+    return project.status(DATA_STAGES[-1])
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
     base = tmp_path_factory.mktemp("pipeline")
-    root = base / "project"
-    root.mkdir()
-    for name in PROJECT_PATHS:
-        source = repo_root / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif source.exists():
-            shutil.copy2(source, root / name)
-
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        # the stages import the copied package, not the editable install's
-        "PYTHONPATH": str(root / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_SITE_CACHE_DIR": str(base / "dvc-site"),
-        "SIGNFLOW_LOG": "WARNING",
-        "GIT_CONFIG_NOSYSTEM": "1",
-    }
     # Behave like a default machine, where Python writes __pycache__ beside the sources.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    if shutil.which("dvc", path=env["PATH"]) is None:
-        pytest.skip(f"no dvc executable beside {sys.executable}")
-    proj = Project(root, env)
-    proj.run("git", "init", "-q")
-    proj.dvc("init", "-q")
-    shutil.copy2(repo_root / ".dvc" / "config", root / ".dvc" / "config")
+    proj = copy_project(repo_root, base, drop_env=["PYTHONDONTWRITEBYTECODE"])
 
     params = proj.params()
     data = params["data"]
@@ -173,7 +121,7 @@ def test_second_repro_does_nothing(project: Project, first_run: object) -> None:
     for stage in DATA_STAGES:
         assert f"'{stage}' didn't change" in log, log
     assert {p: p.stat().st_mtime_ns for p in outputs} == before
-    assert project.status() == {}
+    assert _stale(project) == {}
 
 
 def test_training_params_leave_data_stages_alone(project: Project, first_run: object) -> None:
@@ -184,15 +132,15 @@ def test_training_params_leave_data_stages_alone(project: Project, first_run: ob
         changed["train"]["lr"] = original["train"]["lr"] * 10
         changed["model"]["dropout"] = 0.5
         project.set_params(changed)
-        assert project.status() == {}
+        assert _stale(project) == {}
 
         # Control: a split param does make the split stages stale, and only those.
         changed["split"]["seed"] = original["split"]["seed"] + 1
         project.set_params(changed)
-        assert set(project.status()) == {"split", "add_unknown"}
+        assert set(_stale(project)) == {"split", "add_unknown"}
     finally:
         project.set_params(original)
-    assert project.status() == {}
+    assert _stale(project) == {}
 
 
 def test_importing_more_modules_keeps_pipeline_clean(project: Project, first_run: object) -> None:
@@ -201,4 +149,4 @@ def test_importing_more_modules_keeps_pipeline_clean(project: Project, first_run
     project.run(sys.executable, "-c", "import signflow.sources.gtsrb, signflow.sources.folder")
     if not list((project.root / "src" / "signflow" / "sources").glob("__pycache__/gtsrb*.pyc")):
         pytest.fail("precondition: no bytecode was written, so this test proves nothing")
-    assert project.status() == {}
+    assert _stale(project) == {}

@@ -9,82 +9,33 @@ in a sqlite store beside the copy.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 import pytest
-import yaml
 from mlflow.tracking import MlflowClient
 
+from project_copy import Project, copy_project
 from signflow.checkpoint import load_checkpoint
 from signflow.experiment import HISTORY_COLUMNS
 
 pytestmark = pytest.mark.slow
 
-PROJECT_PATHS = ["params.yaml", "dvc.yaml", "stages", "src", ".dvcignore", ".gitignore"]
 DATA_STAGES = ["download", "split", "add_unknown"]
 IMAGE_SIZE = 32
-DVC_TIMEOUT = 600
-
-
-class Project:
-    """A copy of the project under ``root``, with DVC and git run from the test's venv."""
-
-    def __init__(self, root: Path, env: dict[str, str]) -> None:
-        self.root, self.env = root, env
-
-    def run(self, *args: str) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(args, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=DVC_TIMEOUT)
-        if proc.returncode:
-            pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-        return proc
-
-    def dvc(self, *args: str) -> subprocess.CompletedProcess[str]:
-        return self.run("dvc", *args)
-
-    def params(self) -> dict[str, Any]:
-        return yaml.safe_load((self.root / "params.yaml").read_text())
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
     base = tmp_path_factory.mktemp("pipeline-train")
-    root = base / "project"
-    root.mkdir()
-    for name in PROJECT_PATHS:
-        source = repo_root / name
-        if source.is_dir():
-            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif source.exists():
-            shutil.copy2(source, root / name)
-
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        "PYTHONPATH": str(root / "src"),  # the stages import the copied package
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_SITE_CACHE_DIR": str(base / "dvc-site"),
-        "SIGNFLOW_LOG": "WARNING",
-        "MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        "GIT_AUTHOR_NAME": "signflow tests",
-        "GIT_AUTHOR_EMAIL": "tests@signflow.invalid",
-        "GIT_COMMITTER_NAME": "signflow tests",
-        "GIT_COMMITTER_EMAIL": "tests@signflow.invalid",
-    }
-    env.pop("DVC_EXP_NAME", None)
-    if shutil.which("dvc", path=env["PATH"]) is None:
-        pytest.skip(f"no dvc executable beside {sys.executable}")
-    proj = Project(root, env)
-    proj.run("git", "init", "-q")
-    proj.dvc("init", "-q")
-    shutil.copy2(repo_root / ".dvc" / "config", root / ".dvc" / "config")
+    proj = copy_project(
+        repo_root,
+        base,
+        extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"},
+        drop_env=["DVC_EXP_NAME"],
+    )
 
     params = proj.params()
     params["strategy"] = "linear"
@@ -95,7 +46,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Projec
     params["unknown"].update(max_images=12, heldout_max_images=6)
     params["model"].update(backbone="simple_cnn", weights="none")
     params["train"].update(epochs=1, batch_size=16, threads=1, device="cpu", feature_views=1)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proj.set_params(params)
     return proj
 
 

@@ -1,0 +1,100 @@
+"""A throw-away copy of the project, with git and DVC run from the test's venv.
+
+Shared by the end-to-end pipeline tests: ``copy_project`` copies the sources DVC
+needs into ``base / "project"``, builds the environment the stages run in, and
+initialises git and DVC there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import pytest
+import yaml
+
+PROJECT_PATHS = ["params.yaml", "dvc.yaml", "stages", "src", ".dvcignore", ".gitignore"]
+DVC_TIMEOUT = 600
+GIT_IDENTITY = {
+    "GIT_AUTHOR_NAME": "signflow tests",
+    "GIT_AUTHOR_EMAIL": "tests@signflow.invalid",
+    "GIT_COMMITTER_NAME": "signflow tests",
+    "GIT_COMMITTER_EMAIL": "tests@signflow.invalid",
+}
+
+
+class Project:
+    """A copy of the project under ``root``, with DVC and git run from the test's venv."""
+
+    def __init__(self, root: Path, env: dict[str, str]) -> None:
+        self.root, self.env = root, env
+
+    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            args, cwd=self.root, env=self.env, capture_output=True, text=True, timeout=DVC_TIMEOUT
+        )
+        if check and proc.returncode:
+            pytest.fail(f"{' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+        return proc
+
+    def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        return self.run("dvc", *args, check=check)
+
+    def status(self, *targets: str) -> dict[str, Any]:
+        """``dvc status --json --with-deps`` of ``targets``: the stale stages, ``{}`` when none."""
+        return json.loads(self.dvc("status", "--json", "--with-deps", *targets).stdout or "{}")
+
+    def params(self) -> dict[str, Any]:
+        return yaml.safe_load((self.root / "params.yaml").read_text())
+
+    def set_params(self, params: dict[str, Any]) -> None:
+        (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_project(
+    repo_root: Path,
+    base: Path,
+    extra_env: Mapping[str, str] | None = None,
+    drop_env: Iterable[str] = (),
+) -> Project:
+    """Copy the project to ``base / "project"`` and ``git init`` + ``dvc init`` it.
+
+    ``extra_env`` is added to the environment the commands run in and ``drop_env``
+    names variables removed from it. Skips the test when the venv has no ``dvc``.
+    """
+    root = base / "project"
+    root.mkdir()
+    for name in PROJECT_PATHS:
+        source = repo_root / name
+        if source.is_dir():
+            shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif source.exists():
+            shutil.copy2(source, root / name)
+
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        # the stages import the copied package, not the editable install's
+        "PYTHONPATH": str(root / "src"),
+        "DVC_NO_ANALYTICS": "1",
+        "DVC_SITE_CACHE_DIR": str(base / "dvc-site"),
+        "SIGNFLOW_LOG": "WARNING",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        **GIT_IDENTITY,
+        **(extra_env or {}),
+    }
+    for name in drop_env:
+        env.pop(name, None)
+    if shutil.which("dvc", path=env["PATH"]) is None:
+        pytest.skip(f"no dvc executable beside {sys.executable}")
+    proj = Project(root, env)
+    proj.run("git", "init", "-q")
+    proj.dvc("init", "-q")
+    shutil.copy2(repo_root / ".dvc" / "config", root / ".dvc" / "config")
+    return proj
