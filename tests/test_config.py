@@ -214,3 +214,9 @@ def test_flatten_gives_dotted_keys(repo_root: Path) -> None:
     for key in ("strategy", "data.gtsrb.url", "train.lr", "train.augment.hflip", "split.seed"):
         assert key in flat
     assert not any(isinstance(v, dict) for v in flat.values())
+
+
+def test_dataclass_defaults_match_params_yaml(repo_root: Path) -> None:
+    # One source of truth: a library caller that builds Config() gets exactly the
+    # pipeline's defaults, so params.yaml and config.py cannot drift apart.
+    assert Config() == load_config(repo_root / "params.yaml")

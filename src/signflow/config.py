@@ -134,9 +134,9 @@ class FolderConfig:
 @dataclass(frozen=True)
 class SyntheticConfig:
     seed: int = 0
-    tracks_per_class: int = 30
-    frames_per_track: int = 8
-    min_size: int = 15
+    tracks_per_class: int = 50
+    frames_per_track: int = 6
+    min_size: int = 24
     max_size: int = 96
 
     def validate(self, prefix: str) -> None:
@@ -148,7 +148,9 @@ class SyntheticConfig:
 @dataclass(frozen=True)
 class DataConfig:
     source: str = "synthetic"
-    classes: dict[str, str] = field(default_factory=dict)
+    classes: dict[str, str] = field(
+        default_factory=lambda: {"12": "priority_road", "13": "give_way", "14": "stop", "17": "no_entry"}
+    )
     image_size: int = 64
     roi_crop: bool = False
     min_image_side: int = 8
@@ -207,8 +209,8 @@ class UnknownConfig:
     enabled: bool = True
     # Class ids feeding the "unknown" class; empty: every non-target class not held out.
     classes: tuple[str, ...] = ()
-    heldout: tuple[str, ...] = ()
-    max_images: int = 1500
+    heldout: tuple[str, ...] = ("15", "32", "38")
+    max_images: int = 1000
     heldout_max_images: int = 600
 
     def validate(self, prefix: str) -> None:
@@ -253,7 +255,7 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 64
     optimizer: str = "adamw"
     lr: float = 1e-3
@@ -262,7 +264,7 @@ class TrainConfig:
     momentum: float = 0.9
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.1
-    balance: str = "none"
+    balance: str = "loss"
     monitor: str = "val_accuracy"
     patience: int = 5
     grad_clip: float = 1.0
@@ -302,7 +304,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class Config:
-    strategy: str = "linear"
+    strategy: str = "full"
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     unknown: UnknownConfig = UnknownConfig()
