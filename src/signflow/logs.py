@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+
+# Off a terminal (CI, `dvc exp run --queue` logs) a progress bar redraws at most this often (s),
+# so logs keep progress without thousands of carriage-return lines.
+NON_TTY_PROGRESS_INTERVAL = "10"
 
 
 def setup_logging(level: str | None = None) -> None:
@@ -12,3 +17,6 @@ def setup_logging(level: str | None = None) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S",
     )
+    if not sys.stderr.isatty():
+        # tqdm reads TQDM_<ARG> environment variables as defaults for its arguments.
+        os.environ.setdefault("TQDM_MININTERVAL", NON_TTY_PROGRESS_INTERVAL)
