@@ -57,7 +57,7 @@ def prepare(workdir: Path, epochs: int) -> None:
     (workdir / "dvc.lock").unlink(missing_ok=True)
     run(["git", "init", "-q"], workdir)
     run(["dvc", "params", "diff"], workdir)  # fails early if dvc is broken
-    overrides = [f"data.source=gtsrb", f"data.gtsrb.url={ARCHIVE}", "data.gtsrb.md5=", f"train.epochs={epochs}"]
+    overrides = ["data.source=gtsrb", f"data.gtsrb.url={ARCHIVE}", "data.gtsrb.md5=", f"train.epochs={epochs}"]
     _set_params(workdir, overrides)
     run(["git", "add", "-A"], workdir)
     run(["git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm", "gtsrb"], workdir)

@@ -18,7 +18,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-import yaml
 
 from conftest import write_image_folder
 from project_copy import Project, copy_project

@@ -18,7 +18,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from signflow.config import SPLIT_NAMES, UNKNOWN_NAME
-from signflow.images import ImageLimits, crop_and_resize, read_rgb
+from signflow.images import ImageLimits, decode_job
 from signflow.io import atomic_path
 from signflow.parallel import process_pool, resolve_workers
 from signflow.records import RECORD_FIELDS, RawRecord
@@ -106,11 +106,6 @@ def build_open_set(
             for name, parts in frames.items()}
 
 
-def _decode_one(args: tuple[str, tuple[int, int, int, int] | None, int, ImageLimits]) -> np.ndarray:
-    path, roi, size, limits = args
-    return crop_and_resize(read_rgb(path, limits), size, roi)
-
-
 def decode_frame(
     frame: pd.DataFrame, raw_root: Path, size: int, roi_crop: bool, workers: int, limits: ImageLimits
 ) -> np.ndarray:
@@ -123,10 +118,10 @@ def decode_frame(
     workers = resolve_workers(workers)
     with tqdm(total=len(jobs), desc="decode", unit="img", leave=False) as progress:
         if workers == 1 or len(jobs) < DECODE_CHUNK:
-            _fill(out, map(_decode_one, jobs), progress)
+            _fill(out, map(decode_job, jobs), progress)
         else:
             with process_pool(workers) as pool:
-                _fill(out, pool.map(_decode_one, jobs, chunksize=max(1, DECODE_CHUNK // workers)), progress)
+                _fill(out, pool.map(decode_job, jobs, chunksize=max(1, DECODE_CHUNK // workers)), progress)
     return out
 
 

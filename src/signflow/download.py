@@ -14,7 +14,6 @@ import http.client
 import logging
 import os
 import re
-import shutil
 from pathlib import Path
 from typing import BinaryIO
 from urllib.error import HTTPError, URLError

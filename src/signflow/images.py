@@ -88,3 +88,36 @@ def crop_and_resize(
     shrinking = max(rgb.shape[:2]) > size
     interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
     return cv2.resize(rgb, (size, size), interpolation=interpolation)
+
+
+# ---- process-pool workers --------------------------------------------------------------
+# They live in this light module on purpose: a pool worker imports the module of
+# the function it runs, and importing signflow.predict (torch, timm, sklearn) cost
+# each worker about 5 s, more than decoding 2,000 images.
+
+DecodeOutcome = tuple["np.ndarray | None", "str | None"]  # (image, None) or (None, reason)
+
+
+def decode_job(job: tuple[str, tuple[int, int, int, int] | None, int, ImageLimits]) -> np.ndarray:
+    """Decode, crop and resize one validated dataset image (raises on a bad file)."""
+    path, roi, size, limits = job
+    return crop_and_resize(read_rgb(path, limits), size, roi)
+
+
+def check_job(job: tuple[str, ImageLimits]) -> str | None:
+    return check_image(*job)
+
+
+def try_decode(job: tuple[str, int, ImageLimits]) -> DecodeOutcome:
+    """Decode one user file for prediction: the image, or the reason it failed (never raises)."""
+    path, size, limits = job
+    if Path(path).is_dir():
+        return None, "directory with no images"
+    if not Path(path).exists():
+        return None, "no such file or directory"
+    try:
+        return crop_and_resize(read_rgb(path, limits), size), None
+    except BadImageError as err:
+        return None, str(err)
+    except Exception as err:  # noqa: BLE001 - a decoder bug on one user file must not stop the rest
+        return None, f"cannot decode ({type(err).__name__}: {err})"

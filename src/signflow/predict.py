@@ -11,21 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import math
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
-import cv2
 import numpy as np
 
 from signflow.config import UNKNOWN_NAME, flatten
-from signflow.images import BadImageError, ImageLimits, crop_and_resize, read_rgb
+from signflow.images import BadImageError, DecodeOutcome, ImageLimits, crop_and_resize, read_rgb, try_decode
 from signflow.inference import LoadedModel, predict_probs
 from signflow.io import atomic_path
 from signflow.metrics import max_softmax_score
 from signflow.sources.folder import IMAGE_SUFFIXES
 
-from signflow.parallel import process_pool, resolve_workers
+from signflow.parallel import resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +33,6 @@ log = logging.getLogger(__name__)
 THRESHOLD_KEY = "openset.threshold"
 # Fewer files than this are decoded in-process: a pool's start-up costs more.
 POOL_MIN_FILES = 16
-# Chunks handed to each worker per call: several, so a slow file does not idle the others.
-CHUNKS_PER_WORKER = 4
 # Files decoded and classified together; at 224 px one block is ~150 MB of pixels.
 PREDICT_BLOCK = 1024
 # Plot layout: image+bars pairs per row, most images drawn, most bars per image.
@@ -50,7 +48,7 @@ PLOT_BAR_COLOR, PLOT_ACCEPTED_COLOR, PLOT_REJECTED_COLOR = "tab:blue", "tab:oran
 TABLE_FAILED = "FAILED"
 
 Result = dict[str, Any]
-Outcome = tuple[np.ndarray | None, str | None]  # (image, None) or (None, reason)
+Outcome = DecodeOutcome
 
 
 # ------------------------------------------------------------------ inputs
@@ -85,34 +83,23 @@ def collect_inputs(paths: Iterable[Path | str]) -> list[Path]:
 # ------------------------------------------------------------------ decoding
 
 
-def _decode_one(job: tuple[str, int, ImageLimits]) -> Outcome:
-    path, size, limits = job
-    if Path(path).is_dir():
-        return None, f"directory with no images (suffixes {', '.join(sorted(IMAGE_SUFFIXES))})"
-    if not Path(path).exists():
-        return None, "no such file or directory"
-    try:
-        return crop_and_resize(read_rgb(path, limits), size), None
-    except BadImageError as err:
-        return None, str(err)
-    except Exception as err:  # noqa: BLE001 - a decoder bug on one user file must not stop the rest
-        return None, f"cannot decode ({type(err).__name__}: {err})"
-
-
 Mapper = Callable[[list[tuple[str, int, ImageLimits]]], Iterator[Outcome]]
 
 
 @contextmanager
 def _decoder(n_files: int, workers: int) -> Iterator[Mapper]:
-    """A map over decode jobs: in-process for few files or one worker, else a process pool."""
+    """A map over decode jobs: in-process for few files or one worker, else a thread pool.
+
+    Threads, not processes: Pillow and OpenCV release the GIL while decoding, and a
+    process pool cost seconds of worker start-up per call (measured in
+    benchmarks/bench_predict.py), more than decoding thousands of small images.
+    """
     workers = resolve_workers(workers)
     if workers == 1 or n_files < POOL_MIN_FILES:
-        yield lambda jobs: map(_decode_one, jobs)
+        yield lambda jobs: map(try_decode, jobs)
         return
-    with process_pool(workers) as pool:
-        yield lambda jobs: pool.map(
-            _decode_one, jobs, chunksize=max(1, math.ceil(len(jobs) / (workers * CHUNKS_PER_WORKER)))
-        )
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        yield lambda jobs: pool.map(try_decode, jobs)
 
 
 def _decode_with(

@@ -19,7 +19,7 @@ import pandas as pd
 from tqdm import tqdm
 
 from signflow.config import DataConfig
-from signflow.images import ImageLimits, check_image
+from signflow.images import ImageLimits, check_job
 from signflow.io import atomic_path
 from signflow.parallel import process_pool, resolve_workers
 from signflow.records import RawRecord, write_records
@@ -63,17 +63,13 @@ DATA_SOURCES: "MappingProxyType[str, SourceFn]" = MappingProxyType(
 )
 
 
-def _check(args: tuple[str, ImageLimits]) -> str | None:
-    return check_image(*args)
-
-
 def validate_images(
     root: Path, records: Sequence[RawRecord], limits: ImageLimits, workers: int = 0
 ) -> tuple[list[RawRecord], pd.DataFrame]:
     """Split records into usable ones and a quarantine table (path, class_id, reason)."""
     jobs = [(str(root / r.path), limits) for r in records]
     with process_pool(workers) as pool:
-        reasons = list(tqdm(pool.map(_check, jobs, chunksize=VALIDATE_CHUNK), total=len(jobs), desc="validate", unit="img", leave=False))
+        reasons = list(tqdm(pool.map(check_job, jobs, chunksize=VALIDATE_CHUNK), total=len(jobs), desc="validate", unit="img", leave=False))
     good = [r for r, why in zip(records, reasons) if why is None]
     bad = pd.DataFrame(
         [(r.path, r.class_id, why) for r, why in zip(records, reasons) if why is not None],

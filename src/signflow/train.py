@@ -32,7 +32,7 @@ from signflow.transforms import Normalization, eval_transform, train_transform
 log = logging.getLogger(__name__)
 
 BEST_FILE, LAST_FILE = "best.pt", "last.pt"
-FEATURE_BATCH = 256  # frozen-backbone inference batch for the feature cache
+FEATURE_BATCH = 64  # frozen-backbone batch for the feature cache: ~20% faster than 256 on CPU (bench_linear)
 
 
 @dataclass(frozen=True)
@@ -108,6 +108,8 @@ class ImageFeeder:
     def __init__(self, model: nn.Module, data: ArraySet, cfg: TrainConfig, norm: Normalization, device: torch.device):
         self.model, self.cfg, self.norm, self.device = model, cfg, norm, device
         self.images = torch.from_numpy(np.ascontiguousarray(data.images))
+        # Compiled or not, the parameters are the model's own: checkpoints are unaffected.
+        self.run = torch.compile(model) if cfg.compile else model
 
     def train_batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = train_transform(self.images[idx], self.cfg.augment, self.norm, gen, self.cfg.channels_last)
@@ -117,7 +119,7 @@ class ImageFeeder:
         return eval_transform(self.images[idx], self.norm, self.cfg.channels_last).to(self.device, non_blocking=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)
+        return self.run(x)
 
 
 class FeatureFeeder:
