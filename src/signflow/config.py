@@ -259,7 +259,7 @@ class TrainConfig:
     batch_size: int = 64
     optimizer: str = "adamw"
     lr: float = 1e-3
-    backbone_lr_mult: float = 0.1
+    backbone_lr_mult: float = 0.3
     weight_decay: float = 1e-4
     momentum: float = 0.9
     warmup_epochs: float = 1.0
