@@ -1,6 +1,7 @@
 """DVC stage `train`: fit the configured backbone with the configured strategy; one MLflow run."""
 
 import logging
+import os
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,14 +28,15 @@ def main() -> None:
     _, val_set = load_labelled(DATASET, "val")
     model = build_model(cfg)
     tags = {"strategy": cfg.strategy, "backbone": cfg.model.backbone, "git_commit": git_commit(),
-            "data.source": cfg.data.source, "train_images": str(len(train_set)), "val_images": str(len(val_set))}
+            "data.source": cfg.data.source, "train_images": str(len(train_set)), "val_images": str(len(val_set)),
+            "dvc_experiment": os.environ.get("DVC_EXP_NAME", "")}
     with tracked_run(RUN_FILE, run_name_for(cfg.model.backbone, cfg.strategy), tags, reuse=False) as tracker:
         tracker.log_params(flatten(cfg.to_dict()))
         result = fit(
             model, train_set, val_set, strategy=cfg.strategy, cfg=cfg.train,
             norm=model.normalization,
             device=device, checkpoint_dir=MODELS, checkpoint_meta=checkpoint_meta(cfg, model),
-            fingerprint=fingerprint(cfg, DATASET),
+            fingerprint=fingerprint(cfg, DATASET, [Path(__file__).resolve()]),
             callbacks=[lambda s: tracker.log_metrics({k: v for k, v in asdict(s).items() if k != "epoch"}, step=s.epoch)],
         )
         write_json(METRICS, result.summary())

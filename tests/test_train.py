@@ -19,7 +19,7 @@ from torch import nn
 
 from signflow.checkpoint import CheckpointError, load_checkpoint
 from signflow.config import AugmentConfig, Config, load_config
-from signflow.experiment import build_model, checkpoint_meta
+from signflow.experiment import build_model, checkpoint_meta, fingerprint
 from signflow.models import SignModel, create_model
 from signflow.train import (
     BEST_FILE,
@@ -350,6 +350,9 @@ def test_early_stopping_when_the_monitor_cannot_improve(base_cfg, train_set, val
     # A finished run stays finished: fitting again on the same directory trains no more epochs.
     again = _fit(build_model(cfg), cfg, train_set, val_set, tmp_path, device)
     assert len(again.history) == 2 and again.stopped_early
+    # ...and keeps its measured cost instead of reporting a run of 0 s at 0 img/s.
+    assert again.images_per_second == result.images_per_second > 0
+    assert again.train_seconds >= result.train_seconds > 0
 
     # Control: patience 0 never stops early, whatever the monitor does.
     never = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, patience=0, epochs=3))
@@ -503,3 +506,23 @@ def test_hflip_false_never_mirrors(base_cfg, hflip: bool) -> None:
         assert 0.3 < mirrored < 0.7  # control: flipping does show up in this measure
     else:
         assert mirrored == 0.0 and diff.mean() > 0.5
+
+
+def test_fingerprint_changes_with_config_data_and_code(base_cfg, tmp_path) -> None:
+    # last.pt must not be resumed after a code change: DVC re-runs train for it.
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    for split in ("train", "val"):
+        (dataset / f"{split}.csv").write_text("path,label\n")
+    script = tmp_path / "train_stage.py"
+    script.write_text("v1")
+    base = fingerprint(base_cfg, dataset, [script])
+    assert fingerprint(base_cfg, dataset, [script]) == base
+    script.write_text("v2")
+    assert fingerprint(base_cfg, dataset, [script]) != base
+    script.write_text("v1")
+    (dataset / "val.csv").write_text("path,label\nx.png,stop\n")
+    assert fingerprint(base_cfg, dataset, [script]) != base
+    (dataset / "val.csv").write_text("path,label\n")
+    other = dataclasses.replace(base_cfg, train=dataclasses.replace(base_cfg.train, lr=base_cfg.train.lr * 2))
+    assert fingerprint(other, dataset, [script]) != base

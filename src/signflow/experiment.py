@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,6 +20,7 @@ from signflow.models import SignModel, create_model
 from signflow.strategies import resolve_strategy
 from signflow.train import ArraySet
 
+LIBRARY_DIR = Path(__file__).resolve().parent
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
 
@@ -50,9 +51,15 @@ def checkpoint_meta(cfg: Config, model: SignModel) -> dict[str, Any]:
     }
 
 
-def fingerprint(cfg: Config, dataset_dir: Path) -> str:
-    """Config + training data identity: last.pt is resumed only when this matches."""
+def fingerprint(cfg: Config, dataset_dir: Path, code_files: Sequence[Path] = ()) -> str:
+    """Config + training data + code identity: last.pt is resumed only when this matches.
+
+    Code counts too: when DVC re-runs `train` because a script or library module
+    changed, the user wants a new training, not the finished run resumed.
+    """
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
     for split in ("train", "val"):
         digest.update((dataset_dir / f"{split}.csv").read_bytes())
+    for path in sorted({*LIBRARY_DIR.glob("*.py"), *code_files}):
+        digest.update(path.read_bytes())
     return digest.hexdigest()

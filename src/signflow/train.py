@@ -289,6 +289,7 @@ def fit(
 
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
+    prior_seconds, prior_rate = loop.result.train_seconds, loop.result.images_per_second
     feeder: Feeder
     if spec.frozen_backbone:
         features = extract_features(
@@ -343,6 +344,8 @@ def fit(
         loop.result.history.append(stats)
         log.info("epoch %d/%d train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
                  epoch + 1, cfg.epochs, stats.train_loss, stats.train_accuracy, val_loss, val_acc, stats.seconds)
+        loop.result.train_seconds = prior_seconds + time.perf_counter() - start
+        loop.result.images_per_second = step_images / step_seconds if step_seconds else prior_rate
         improved = _is_better(stats, loop.result, cfg.monitor)
         if improved:
             loop.result.best_epoch, loop.result.best_val_accuracy, loop.result.best_val_loss = epoch, val_acc, val_loss
@@ -360,8 +363,9 @@ def fit(
             log.info("early stop: %s did not improve for %d epochs", cfg.monitor, cfg.patience)
             break
 
-    loop.result.train_seconds = time.perf_counter() - start
-    loop.result.images_per_second = step_images / step_seconds if step_seconds else 0.0
+    # A resumed run adds to the time already spent; with no new step, its rate stands.
+    loop.result.train_seconds = prior_seconds + time.perf_counter() - start
+    loop.result.images_per_second = step_images / step_seconds if step_seconds else prior_rate
     return loop.result
 
 
