@@ -526,3 +526,17 @@ def test_fingerprint_changes_with_config_data_and_code(base_cfg, tmp_path) -> No
     (dataset / "val.csv").write_text("path,label\n")
     other = dataclasses.replace(base_cfg, train=dataclasses.replace(base_cfg.train, lr=base_cfg.train.lr * 2))
     assert fingerprint(other, dataset, [script]) != base
+
+
+def test_configure_runtime_seeds_the_model_initialisation(base_cfg) -> None:
+    # Two stage runs with one config must build the same model, head included.
+    cfg = _cfg(base_cfg, "full", backbone="simple_cnn", weights="none")
+    configure_runtime(cfg.train)
+    first = build_model(cfg).state_dict()
+    torch.rand(3)  # whatever ran before in the process
+    configure_runtime(cfg.train)
+    second = build_model(cfg).state_dict()
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
+    configure_runtime(other.train)
+    assert not torch.equal(build_model(other).head.fc.weight, first["head.fc.weight"])

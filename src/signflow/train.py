@@ -93,7 +93,12 @@ class Feeder(Protocol):
 
 
 def configure_runtime(cfg: TrainConfig) -> torch.device:
-    """Threads from the available cores, deterministic kernels, the device."""
+    """Seed, threads from the available cores, deterministic kernels, the device.
+
+    Call it before building the model: the new head's initial weights come from
+    the global generator, so seeding later made every run start differently.
+    """
+    torch.manual_seed(cfg.seed)
     torch.set_num_threads(resolve_workers(cfg.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     if cfg.device == "cuda" and not torch.cuda.is_available():
