@@ -540,3 +540,9 @@ def test_configure_runtime_seeds_the_model_initialisation(base_cfg) -> None:
     other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=cfg.train.seed + 1))
     configure_runtime(other.train)
     assert not torch.equal(build_model(other).head.fc.weight, first["head.fc.weight"])
+
+
+def test_patience_running_out_on_the_last_epoch_is_not_an_early_stop(base_cfg, train_set, val_set, tmp_path, device) -> None:
+    cfg = _cfg(base_cfg, "linear", backbone="simple_cnn", weights="none", epochs=2, lr=1e-12, patience=1)
+    result = _fit(build_model(cfg), cfg, train_set, val_set, tmp_path, device)
+    assert len(result.history) == 2 and not result.stopped_early

@@ -357,7 +357,8 @@ def fit(
             loop.stale_epochs = 0
         else:
             loop.stale_epochs += 1
-        loop.result.stopped_early = cfg.patience > 0 and loop.stale_epochs >= cfg.patience
+        # Early only if epochs were left: patience running out on the last epoch is a full run.
+        loop.result.stopped_early = 0 < cfg.patience <= loop.stale_epochs and epoch < cfg.epochs - 1
         state = _checkpoint_state(model, optimizer, loop, epoch, total_steps, checkpoint_meta, fingerprint)
         if improved:
             save_checkpoint(checkpoint_dir / BEST_FILE, state)
