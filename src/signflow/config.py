@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import yaml
 
+from signflow.sources.gtsrb import GTSRB_TRAINING_MD5, GTSRB_TRAINING_URL
+
 SOURCES = ("synthetic", "gtsrb", "folder")
 STRATEGIES = ("linear", "partial", "full", "scratch")
 WEIGHTS = ("imagenet", "none")
@@ -114,8 +116,8 @@ def from_mapping(cls: type, mapping: Mapping[str, Any], prefix: str = "") -> Any
 
 @dataclass(frozen=True)
 class GtsrbConfig:
-    url: str = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/GTSRB-Training_fixed.zip"
-    md5: str = "513f3c79a4c5141765e10e952eaa2478"
+    url: str = GTSRB_TRAINING_URL
+    md5: str = GTSRB_TRAINING_MD5
 
     def validate(self, prefix: str) -> None:
         if not self.url:
