@@ -29,11 +29,12 @@ import torch
 import torchvision
 from torch import nn
 
+from signflow.config import WEIGHTS
 from signflow.transforms import Normalization  # defined once, used by transforms and models
 
 log = logging.getLogger(__name__)
 
-WEIGHT_CHOICES = ("imagenet", "none")
+WEIGHT_CHOICES = WEIGHTS  # the allowed model.weights, defined once in config
 DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
