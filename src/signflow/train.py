@@ -203,10 +203,9 @@ def epoch_order(labels: np.ndarray, balance: str, gen: torch.Generator) -> torch
 
 
 def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimizer:
-    clean = [{k: v for k, v in g.items()} for g in groups]
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(clean, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
-    return torch.optim.AdamW(clean, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay, nesterov=True)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
