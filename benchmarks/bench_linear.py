@@ -40,7 +40,8 @@ import common
 import signflow.train as train_module
 from signflow.config import Config
 from signflow.experiment import build_model, checkpoint_meta
-from signflow.train import ArraySet, TrainResult, configure_runtime, fit
+from signflow.runtime import configure_runtime
+from signflow.train import ArraySet, TrainResult, fit
 
 STRATEGY = "linear"
 EPOCHS, EPOCHS_QUICK = 5, 2

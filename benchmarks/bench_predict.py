@@ -35,7 +35,7 @@ import torch
 import common
 from signflow.checkpoint import save_checkpoint
 from signflow.config import SPLIT_NAMES, Config
-from signflow.dataset import read_manifest
+from signflow.data.manifest import read_manifest
 from signflow.experiment import build_model, checkpoint_meta
 from signflow.inference import LoadedModel, load_model, predict_probs
 from signflow.predict import decode_many, predict_files

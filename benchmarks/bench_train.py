@@ -37,7 +37,8 @@ import common
 from signflow.config import Config
 from signflow.experiment import build_model, checkpoint_meta
 from signflow.models import resolve_backbone
-from signflow.train import configure_runtime, fit, train_transform
+from signflow.runtime import configure_runtime
+from signflow.train import fit, train_transform
 
 STRATEGY = "full"  # every layer trains: the step the whole pipeline is sized for
 # Model-limit passes: batches of random tensors per timed pass, and untimed warm-up steps

@@ -32,14 +32,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from signflow.archive import safe_extract_zip
+from signflow.data.archive import safe_extract_zip
 from signflow.config import SPLIT_NAMES, Config, TrainConfig, load_config
-from signflow.dataset import build_open_set, check_classes, decode_frame, split_records, target_frame, write_split
+from signflow.data.split import split_targets
+from signflow.data.unknown import build_dataset
 from signflow.experiment import load_labelled
-from signflow.images import ImageLimits
+from signflow.data.images import ImageLimits
 from signflow.io import atomic_path
 from signflow.logs import setup_logging
-from signflow.sources.gtsrb import read_gtsrb_tree
+from signflow.data.sources.gtsrb import read_gtsrb_tree
 from signflow.strategies import apply_train_mode, param_groups
 from signflow.train import ArraySet, make_optimizer
 
@@ -233,21 +234,8 @@ def prepare_dataset(cfg: Config) -> Path:
     root = gtsrb_root()
     begin = time.perf_counter()
     index = read_gtsrb_tree(root)
-    check_classes(index, cfg.data.class_ids)
-    targets = [r for r in index if r.class_id in cfg.data.classes]
-    parts = split_records(targets, cfg.split.fractions, cfg.split.seed, cfg.split.group_by == "track")
-    u = cfg.unknown
-    extra = build_open_set(
-        index, cfg.data.class_ids, cfg.split.fractions, cfg.split.seed, enabled=u.enabled,
-        unknown_classes=u.classes, heldout=u.heldout, max_images=u.max_images, heldout_max_images=u.heldout_max_images,
-    )
-    limits = ImageLimits(cfg.data.min_image_side, cfg.data.max_image_side)
-    with atomic_path(out) as tmp:
-        tmp.mkdir()
-        for name in SPLIT_NAMES:
-            frame = pd.concat([target_frame(parts[name], cfg.data.classes), extra[name]], ignore_index=True)
-            images = decode_frame(frame, root, cfg.data.image_size, cfg.data.roi_crop, cfg.data.decode_workers, limits)
-            write_split(tmp, name, frame, images)
+    targets = split_targets(index, cfg.data.classes, cfg.split.fractions, cfg.split.seed, cfg.split.group_by == "track")
+    build_dataset(index, targets, root, out, cfg.data, cfg.split, cfg.unknown)
     log.info("prepared %s in %.1fs", out, time.perf_counter() - begin)
     return out
 

@@ -1,19 +1,16 @@
 """DVC stage `download`: materialise the raw dataset of `data.source` into data/raw/."""
 
-from pathlib import Path
-
-from signflow.config import DataConfig, from_mapping, load_params
+from signflow import paths
+from signflow.config import load_config
+from signflow.data.raw import materialise
 from signflow.logs import setup_logging
-from signflow.raw import materialise
-
-RAW_DIR = Path("data/raw")
-CACHE_DIR = Path("data/downloads")  # git-ignored; keeps the archive so a re-run does not fetch again
 
 
 def main() -> None:
     setup_logging()
-    cfg = from_mapping(DataConfig, load_params()["data"], "data")
-    materialise(cfg, RAW_DIR, CACHE_DIR)
+    # The whole file is validated, not only `data`: a misspelled model.backbone fails here, before any work.
+    cfg = load_config(paths.PARAMS)
+    materialise(cfg.data, paths.RAW_DIR, paths.DOWNLOAD_CACHE)
 
 
 if __name__ == "__main__":

@@ -1,25 +1,28 @@
 """DVC stage `report`: reports/report.md with its figures, from the metrics and models/best.pt."""
 
 import logging
-from pathlib import Path
 
-from signflow.config import load_params
+from signflow import paths
+from signflow.config import load_config, load_params
 from signflow.inference import load_model
 from signflow.logs import setup_logging
 from signflow.report import ReportPaths, build_report, load_report_inputs
 from signflow.tracking import tracked_run
 
-PARAMS, MODEL, RUN_FILE = Path("params.yaml"), Path("models/best.pt"), Path("models/run.json")
-METRICS, DATASET, OUT = Path("metrics"), Path("data/dataset"), Path("reports")
+INPUTS = ReportPaths(
+    data_summary=paths.DATA_SUMMARY, train_summary=paths.TRAIN_SUMMARY, history=paths.TRAIN_HISTORY,
+    metrics=paths.EVALUATE_METRICS, per_class=paths.PER_CLASS, predictions=paths.PREDICTIONS,
+    reliability=paths.RELIABILITY, roc=paths.ROC, report_text=paths.CLASSIFICATION_REPORT, dataset_dir=paths.DATASET_DIR,
+)
 
 
 def main() -> None:
     setup_logging()
-    params = load_params(PARAMS)
-    inputs = load_report_inputs(ReportPaths.from_dirs(METRICS, DATASET), params, load_model(MODEL))
-    report = build_report(inputs, OUT)
-    with tracked_run(RUN_FILE, "report", {}, reuse=True) as tracker:
-        tracker.log_artifact(OUT, "report")
+    load_config(paths.PARAMS)  # validate; the report shows the file's values as written
+    inputs = load_report_inputs(INPUTS, load_params(paths.PARAMS), load_model(paths.BEST_MODEL))
+    report = build_report(inputs, paths.REPORTS_DIR)
+    with tracked_run(paths.RUN_FILE, "report", {}, reuse=True) as tracker:
+        tracker.log_artifact(paths.REPORTS_DIR, "report")
     logging.getLogger("report").info("report: %s", report)
 
 

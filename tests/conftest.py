@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
-from signflow.records import RawRecord
+from signflow.data.records import RawRecord
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUBSET_ZIP_NAME = "GTSRB-Training_subset.zip"

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 import yaml
 
+from signflow.catalog import BACKBONES, STRATEGIES
 from signflow.config import (
-    SOURCES,
-    STRATEGIES,
+    MIN_SYNTHETIC_SIDE,
     WEIGHTS,
     Config,
     ConfigError,
@@ -71,7 +71,7 @@ def _error(params: dict[str, Any]) -> str:
 def test_real_params_load(repo_root: Path) -> None:
     cfg = load_config(repo_root / "params.yaml")
     assert cfg.strategy in STRATEGIES
-    assert cfg.data.source in SOURCES
+    assert cfg.model.backbone in BACKBONES
     assert cfg.data.class_ids and all(isinstance(c, str) for c in cfg.data.class_ids)
     # YAML gives int ids; they must come out as the same strings as the data's class ids.
     assert set(cfg.data.class_ids) == {str(k) for k in load_params(repo_root / "params.yaml")["data"]["classes"]}
@@ -102,8 +102,9 @@ def test_dvc_stage_params_exist(repo_root: Path, real_params: dict[str, Any]) ->
 @pytest.mark.parametrize(
     ("key", "value", "allowed"),
     [
-        ("data.source", "kaggle", list(SOURCES)),
         ("strategy", "foo", list(STRATEGIES)),
+        ("model.backbone", "resnt18", list(BACKBONES)),
+        ("data.synthetic.min_size", MIN_SYNTHETIC_SIDE - 1, [f"{MIN_SYNTHETIC_SIDE} <="]),
         ("model.weights", "foo", list(WEIGHTS)),
         ("unknown.max_images", -1, ["0 <="]),
         ("train.lr", -0.001, ["<= value"]),

@@ -8,25 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from signflow.dataset import (
-    DECODE_CHUNK,
-    HELDOUT_LABEL_IDX,
-    MANIFEST_COLUMNS,
-    ROLE_HELDOUT,
-    ROLE_TARGET,
-    ROLE_UNKNOWN,
-    DataError,
-    check_classes,
-    decode_frame,
-    load_split,
-    summarize,
-    target_frame,
-    to_frame,
-    write_split,
-)
-from signflow.images import BadImageError, ImageLimits, read_rgb
-from signflow.raw import QUARANTINE_COLUMNS
-from signflow.records import RawRecord
+from signflow.data.arrays import load_split, write_split
+from signflow.data.decode import DECODE_CHUNK, decode_frame
+from signflow.data.manifest import HELDOUT_LABEL_IDX, MANIFEST_COLUMNS, ROLE_HELDOUT, ROLE_TARGET, ROLE_UNKNOWN, DataError, to_frame
+from signflow.data.split import check_classes, target_frame
+from signflow.data.summary import summarize
+from signflow.data.images import BadImageError, ImageLimits, read_rgb
+from signflow.data.records import QUARANTINE_COLUMNS
+from signflow.data.records import RawRecord
 
 LIMITS = ImageLimits(min_side=8, max_side=4096)
 SIZE = 16

@@ -14,8 +14,8 @@ from typing import Iterator
 import pytest
 from http_server import LoopbackServer
 
-from signflow.archive import UnsafeArchiveError, safe_extract_zip
-from signflow.download import DownloadError, fetch, md5_file
+from signflow.data.archive import UnsafeArchiveError, safe_extract_zip
+from signflow.data.fetch import DownloadError, fetch, md5_file
 
 PAYLOAD_SIZE = 300_000  # a few chunks of CHUNK, small enough to be instant
 CHUNK = 1 << 14
@@ -84,7 +84,7 @@ def test_complete_part_answered_416_is_verified(
 ) -> None:
     dest = tmp_path / "blob.bin"
     _part(dest).write_bytes(payload[0].read_bytes())
-    with caplog.at_level(logging.INFO, logger="signflow.download"):
+    with caplog.at_level(logging.INFO, logger="signflow.data.fetch"):
         fetch(server.url("blob.bin"), dest, payload[1])
     assert "already complete" in caplog.text and len(server.state.requests) == 1
     assert md5_file(dest) == payload[1] and not _part(dest).exists()

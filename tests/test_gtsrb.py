@@ -18,10 +18,9 @@ from typing import Iterator
 import pytest
 from http_server import LoopbackServer
 
-from signflow.records import RawRecord
-from signflow.sources.gtsrb import (
-    GTSRB_TRAINING_MD5,
-    GTSRB_TRAINING_URL,
+from signflow.config import GTSRB_TRAINING_MD5, GTSRB_TRAINING_URL
+from signflow.data.records import RawRecord
+from signflow.data.sources.gtsrb import (
     archive_name,
     materialise_gtsrb,
     read_gtsrb_tree,

@@ -13,10 +13,11 @@ import pandas as pd
 import pytest
 from PIL import ImageFile
 
-from signflow.config import DataConfig, from_mapping
-from signflow.images import BadImageError, ImageLimits, check_image, crop_and_resize, read_rgb
-from signflow.raw import DATA_SOURCES, INDEX_FILE, QUARANTINE_COLUMNS, QUARANTINE_FILE, materialise, validate_images
-from signflow.records import RawRecord, read_records
+from signflow.config import ConfigError, DataConfig, from_mapping
+from signflow.data.images import BadImageError, ImageLimits, check_image, crop_and_resize, read_rgb
+from signflow.data.raw import DATA_SOURCES, materialise, validate_images
+from signflow.data.records import INDEX_FILE, QUARANTINE_COLUMNS, QUARANTINE_FILE
+from signflow.data.records import RawRecord, read_records
 
 LIMITS = ImageLimits(min_side=8, max_side=4096)
 
@@ -208,10 +209,13 @@ def test_validate_images_all_good_gives_empty_table(image_folder: Path) -> None:
     assert good == records and bad.empty and list(bad.columns) == QUARANTINE_COLUMNS
 
 
-def test_sources_registry_is_complete() -> None:
-    from signflow.config import SOURCES
-
-    assert sorted(DATA_SOURCES) == sorted(SOURCES)
+def test_unknown_source_fails_before_any_work_listing_the_registry(tmp_path: Path) -> None:
+    cfg = from_mapping(DataConfig, {"source": "kaggle"}, "data")  # config leaves data.source to its registry
+    with pytest.raises(ConfigError) as info:
+        materialise(cfg, tmp_path / "raw", tmp_path / "cache")
+    message = str(info.value)
+    assert "data.source='kaggle'" in message and all(name in message for name in DATA_SOURCES)
+    assert not (tmp_path / "raw").exists() and not list(tmp_path.iterdir())
 
 
 def test_materialise_folder_quarantines_bad_files(tmp_path: Path, image_folder: Path) -> None:

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from signflow import metrics as m
+from signflow.openset import decide, max_softmax_score, unknown_index
 
 NAMES3 = ["stop", "yield", "priority"]
 
@@ -116,9 +117,24 @@ def test_logits_rejected_float32_softmax_accepted() -> None:
 
 def test_max_softmax_score_excludes_unknown_column() -> None:
     probs = np.array([[0.1, 0.2, 0.7], [0.5, 0.3, 0.2]])
-    np.testing.assert_allclose(m.max_softmax_score(probs, unknown_index=None), [0.7, 0.5])
+    np.testing.assert_allclose(max_softmax_score(probs, unknown_index=None), [0.7, 0.5])
     # Confident "unknown" (column 2) -> low known-ness 0.2, not renormalised.
-    np.testing.assert_allclose(m.max_softmax_score(probs, unknown_index=2), [0.2, 0.5])
+    np.testing.assert_allclose(max_softmax_score(probs, unknown_index=2), [0.2, 0.5])
+
+
+def test_decide_rejects_the_unknown_class_and_low_known_ness() -> None:
+    names = ["stop", "give_way", "unknown"]
+    probs = np.array([
+        [0.8, 0.1, 0.1],  # confident stop
+        [0.1, 0.2, 0.7],  # the unknown class wins
+        [0.45, 0.4, 0.15],  # stop wins, but known-ness 0.45 is below 0.5
+    ])
+    assert decide(probs, names, threshold=0.5) == ["stop", "unknown", "unknown"]
+    assert decide(probs, names, threshold=None) == ["stop", "unknown", "stop"]
+    # Without an unknown class only the threshold can reject.
+    assert decide(probs[:, :2], names[:2], threshold=0.5) == ["stop", "unknown", "unknown"]
+    assert decide(np.empty((0, 3)), names, threshold=0.5) == []
+    assert unknown_index(names) == 2 and unknown_index(names[:2]) is None
 
 
 @pytest.mark.parametrize(

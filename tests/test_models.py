@@ -128,7 +128,7 @@ def test_torchvision_imagenet_without_cached_file_fails_with_instructions(
 
 
 def test_unknown_backbone_lists_valid_names() -> None:
-    with pytest.raises(ValueError, match="unknown backbone") as info:
+    with pytest.raises(ValueError, match="model.backbone='resnet1000' is invalid") as info:
         create_model("resnet1000", NUM_CLASSES)
     assert all(name in str(info.value) for name in list_backbones())
 

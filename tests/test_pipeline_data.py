@@ -31,7 +31,7 @@ IMAGE_SIZE = 32
 
 def _has_synthetic() -> bool:
     try:
-        return importlib.util.find_spec("signflow.sources.synthetic") is not None
+        return importlib.util.find_spec("signflow.data.sources.synthetic") is not None
     except ImportError:
         return False
 
@@ -145,7 +145,7 @@ def test_training_params_leave_data_stages_alone(project: Project, first_run: ob
 def test_importing_more_modules_keeps_pipeline_clean(project: Project, first_run: object) -> None:
     # Running tests or the CLI writes __pycache__ under src/signflow/sources, a
     # directory dependency of `download`; that must not make the stage stale.
-    project.run(sys.executable, "-c", "import signflow.sources.gtsrb, signflow.sources.folder")
-    if not list((project.root / "src" / "signflow" / "sources").glob("__pycache__/gtsrb*.pyc")):
+    project.run(sys.executable, "-c", "import signflow.data.sources.gtsrb, signflow.data.sources.folder")
+    if not list((project.root / "src" / "signflow" / "data" / "sources").glob("__pycache__/gtsrb*.pyc")):
         pytest.fail("precondition: no bytecode was written, so this test proves nothing")
     assert _stale(project) == {}

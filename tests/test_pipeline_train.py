@@ -117,3 +117,27 @@ def test_exp_show_lists_the_experiment(project: Project, experiment: object) -> 
     assert full[0]["data"]["metrics"]["metrics/train.json"]["data"]["epochs_run"] == 1
     listed = project.dvc("exp", "list", "--name-only").stdout.split()
     assert full[0]["name"] in listed
+
+
+def _modified_in(project: Project, path: str) -> set[str]:
+    """Stages whose dvc.lock entry for ``path`` no longer matches the file."""
+    status = project.status()
+    return {name for name, changes in status.items() for change in changes
+            if isinstance(change, dict) and change.get("changed deps", {}).get(path) == "modified"}
+
+
+def test_editing_a_module_marks_exactly_the_stages_that_import_it(project: Project, experiment: object) -> None:
+    """dvc.yaml deps follow the imports: eval_transform's module -> train, evaluate, report; report.py -> report."""
+    project.dvc("repro")  # evaluate and report too, so every stage is in dvc.lock
+    assert project.status() == {}
+    for path, expected in (("src/signflow/transforms.py", {"train", "evaluate", "report"}),
+                           ("src/signflow/report.py", {"report"})):
+        module = project.root / path
+        original = module.read_text()
+        assert path != "src/signflow/transforms.py" or "def eval_transform" in original
+        module.write_text(original + "\n# edited\n")
+        try:
+            assert _modified_in(project, path) == expected
+        finally:
+            module.write_text(original)
+    assert project.status() == {}

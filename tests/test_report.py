@@ -27,12 +27,15 @@ import torch
 from signflow import plots
 from signflow.checkpoint import save_checkpoint
 from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, EvaluateConfig, load_config, load_params
-from signflow.dataset import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_UNKNOWN, summarize, target_frame, to_frame, write_split
+from signflow.data.arrays import write_split
+from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_UNKNOWN, to_frame
+from signflow.data.split import target_frame
+from signflow.data.summary import summarize
 from signflow.evaluation import evaluate, score_split
 from signflow.experiment import HISTORY_COLUMNS, build_model, checkpoint_meta
 from signflow.inference import load_model
 from signflow.io import write_json, write_text
-from signflow.records import RawRecord
+from signflow.data.records import RawRecord
 from signflow.report import (
     LEAST_CONFIDENT_PNG,
     MAX_QUARANTINE_LISTED,
@@ -120,7 +123,13 @@ def project(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def inputs(project: Path) -> ReportInputs:
-    paths = ReportPaths.from_dirs(project / "metrics", project / "data/dataset")
+    metrics = project / "metrics"
+    paths = ReportPaths(
+        data_summary=metrics / "data.json", train_summary=metrics / "train.json", history=metrics / "train_history.csv",
+        metrics=metrics / "evaluate.json", per_class=metrics / "per_class.csv", predictions=metrics / "predictions.csv",
+        reliability=metrics / "reliability.csv", roc=metrics / "roc.csv",
+        report_text=metrics / "classification_report.txt", dataset_dir=project / "data/dataset",
+    )
     return load_report_inputs(paths, load_params(project / "params.yaml"), load_model(project / "models/best.pt"))
 
 

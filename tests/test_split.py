@@ -7,8 +7,8 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from signflow.dataset import split_records
-from signflow.split import group_split
+from signflow.data.split import split_records
+from signflow.data.split import group_split
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 

@@ -10,11 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from signflow.sources.synthetic import SIGN_TYPES, SynthConfig, render_dataset, render_sign, resolve_sign
+from signflow.config import ConfigError, SyntheticConfig
+from signflow.data.sources.synthetic import SIGN_TYPES, render_dataset, render_sign, resolve_sign
 
 TARGETS = ("12", "13", "14", "17")
 BLUE_SIGNS = ("33", "35", "38")
-TINY = SynthConfig(tracks_per_class=2, frames_per_track=3, min_size=15, max_size=40, seed=7)
+TINY = SyntheticConfig(seed=7, tracks_per_class=2, frames_per_track=3, min_size=15, max_size=40)
 COLOR_SAMPLES = 24  # renders per class for colour statistics: enough to average out fading and casts
 CENTER = slice(16, 32)  # middle third of a 48 px render: inside the sign whatever the margin
 
@@ -60,10 +61,18 @@ def test_zero_padded_ids_resolve_to_the_same_sign() -> None:
     assert resolve_sign("00012") is SIGN_TYPES["12"]
 
 
-@pytest.mark.parametrize("kwargs", [{"min_size": 40, "max_size": 30}, {"min_size": 2}, {"tracks_per_class": 0}])
-def test_config_rejects_impossible_values(kwargs: dict[str, int]) -> None:
-    with pytest.raises(ValueError):
-        SynthConfig(**kwargs)
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"min_size": 40, "max_size": 30}, "max_size"),
+        ({"min_size": 2}, "min_size"),
+        ({"tracks_per_class": 0}, "tracks_per_class"),
+    ],
+)
+def test_config_rejects_impossible_values(tmp_path: Path, kwargs: dict[str, int], key: str) -> None:
+    with pytest.raises(ConfigError, match=rf"data\.synthetic\.{key}="):
+        render_dataset(tmp_path, ["12"], SyntheticConfig(**kwargs))
+    assert not any(tmp_path.iterdir()), "validation must happen before any file is written"
 
 
 def test_render_dataset_writes_what_it_reports(tmp_path: Path) -> None:
@@ -93,7 +102,7 @@ def test_render_dataset_is_byte_identical_per_seed_and_worker_count(tmp_path: Pa
     classes = ["13", "17"]
     one = render_dataset(tmp_path / "one", classes, TINY, workers=1)
     two = render_dataset(tmp_path / "two", classes, TINY, workers=2)
-    reseeded = SynthConfig(**{**TINY.__dict__, "seed": TINY.seed + 1})
+    reseeded = SyntheticConfig(**{**TINY.__dict__, "seed": TINY.seed + 1})
     render_dataset(tmp_path / "other", classes, reseeded)
     assert one == two
     assert _files(tmp_path / "one") == _files(tmp_path / "two")

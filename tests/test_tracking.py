@@ -21,6 +21,7 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from signflow import tracking
+from signflow.cli import run_files
 from signflow.tracking import (
     EXPERIMENT,
     FAST_FAIL_ENV,
@@ -215,7 +216,7 @@ def test_relog_outputs_creates_a_run_from_the_files(store_uri: str, tmp_path: Pa
     root = tmp_path / "project"
     _fake_project(root)
 
-    run_id = relog_outputs(root, store_uri)
+    run_id = relog_outputs(run_files(root), store_uri)
 
     assert run_id is not None
     client = MlflowClient(tracking_uri=store_uri)
@@ -237,5 +238,5 @@ def test_relog_outputs_creates_a_run_from_the_files(store_uri: str, tmp_path: Pa
 def test_relog_outputs_to_a_dead_server_returns_none(tmp_path: Path) -> None:
     root = tmp_path / "project"
     _fake_project(root)
-    assert relog_outputs(root, f"http://127.0.0.1:{_free_port()}") is None
+    assert relog_outputs(run_files(root), f"http://127.0.0.1:{_free_port()}") is None
     assert not (root / "models" / "run.json").exists()

@@ -30,12 +30,12 @@ from signflow.train import (
     ImageFeeder,
     TrainResult,
     class_weights,
-    configure_runtime,
     epoch_order,
     extract_features,
     fit,
     lr_factor,
 )
+from signflow.runtime import configure_runtime
 from signflow.transforms import Normalization, eval_transform, random_homographies, train_transform
 
 SIZE = 32

@@ -14,11 +14,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
 
-from signflow import prreport, tracking
+from signflow import paths, prreport
+from signflow.config import DEVICES
 from signflow.logs import setup_logging
 
 if TYPE_CHECKING:
     from signflow.inference import LoadedModel
+    from signflow.tracking import RunFiles
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +28,8 @@ EXIT_OK = 0
 EXIT_FILES_FAILED = 1
 EXIT_USAGE = 2
 
-DEFAULT_MODEL = Path("models/best.pt")
-DEFAULT_METRICS = Path("metrics/evaluate.json")
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 256
-DEVICE_CHOICES = ("cpu", "cuda", "auto")
 
 
 class Command(NamedTuple):
@@ -67,13 +66,13 @@ def _fail(message: str) -> int:
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
                         help="image files and/or directories (searched recursively for images)")
-    parser.add_argument("--model", type=Path, default=DEFAULT_MODEL, help="checkpoint to use (default: %(default)s)")
+    parser.add_argument("--model", type=Path, default=paths.BEST_MODEL, help="checkpoint to use (default: %(default)s)")
     parser.add_argument("--top-k", type=_int_at_least(1), default=DEFAULT_TOP_K,
                         help="classes listed per image (default: %(default)s)")
     parser.add_argument("--threshold", default="auto",
                         help="known-ness below this gives 'unknown': a number in [0, 1], or 'auto' "
                              "for the threshold the evaluate stage chose on validation (default: %(default)s)")
-    parser.add_argument("--metrics", type=Path, default=DEFAULT_METRICS,
+    parser.add_argument("--metrics", type=Path, default=paths.EVALUATE_METRICS,
                         help="evaluate stage metrics read by --threshold auto (default: %(default)s)")
     parser.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     parser.add_argument("--plot", type=Path, metavar="PNG", help="also write a bar chart of probabilities per image")
@@ -81,25 +80,19 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
                         help="images per forward pass (default: %(default)s)")
     parser.add_argument("--workers", type=_int_at_least(0), default=0,
                         help="decoding processes; 0 = one per core (default: %(default)s)")
-    parser.add_argument("--device", choices=DEVICE_CHOICES, default="cpu", help="(default: %(default)s)")
-
-
-def _resolve_device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda but no CUDA device is available; use cpu or auto")
-    return name
+    parser.add_argument("--device", choices=DEVICES, default="cpu", help="(default: %(default)s)")
 
 
 def _load(model_path: Path, device_name: str) -> LoadedModel:
     """The model, or ValueError with one readable line when the checkpoint cannot be used."""
     from signflow.checkpoint import CheckpointError
+    from signflow.runtime import DeviceUnavailableError, resolve_device
     from signflow.inference import load_model
 
-    device = _resolve_device(device_name)
+    try:
+        device = resolve_device(device_name, "--device")
+    except DeviceUnavailableError as err:
+        raise ValueError(str(err)) from None
     try:
         return load_model(model_path, device)
     except CheckpointError:
@@ -121,7 +114,7 @@ def _run_predict(args: argparse.Namespace) -> int:
     results = predict_files(loaded, args.inputs, threshold, args.top_k, args.batch_size, args.workers)
     print(json.dumps(results, indent=2) if args.json else format_table(results))
     if args.plot:
-        plot_probabilities(results, args.plot)
+        plot_probabilities(results, args.plot, threshold)
         log.info("wrote %s", args.plot)
     return EXIT_FILES_FAILED if any("error" in r for r in results) else EXIT_OK
 
@@ -134,9 +127,41 @@ def _add_no_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _run_list_backbones(args: argparse.Namespace) -> int:
-    from signflow.models import list_backbones
+    from signflow.catalog import list_backbones
 
     print("\n".join(list_backbones()))
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ log-run
+
+
+def run_files(root: Path) -> RunFiles:
+    """The project's outputs under ``root`` that ``log-run`` re-logs (layout: ``signflow.paths``)."""
+    from signflow.tracking import RunFiles
+
+    return RunFiles(
+        params=root / paths.PARAMS, history=root / paths.TRAIN_HISTORY,
+        summaries=(root / paths.TRAIN_SUMMARY, root / paths.EVALUATE_METRICS), model=root / paths.BEST_MODEL,
+        reports=root / paths.REPORTS_DIR, run_file=root / paths.RUN_FILE, root=root,
+    )
+
+
+def _add_log_run_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", type=Path, default=Path("."),
+                        help="project root holding params.yaml, metrics/, models/ (default: the current directory)")
+    parser.add_argument("--tracking-uri", default=None,
+                        help="MLflow URI (default: MLFLOW_TRACKING_URI or sqlite at the root)")
+
+
+def _run_log_run(args: argparse.Namespace) -> int:
+    from signflow.tracking import relog_outputs
+
+    run_id = relog_outputs(run_files(args.root), args.tracking_uri)
+    if run_id is None:
+        log.error("could not log the run; is the tracking server reachable?")
+        return EXIT_FILES_FAILED
+    log.info("logged run %s", run_id)
     return EXIT_OK
 
 
@@ -146,7 +171,7 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("classify image files with a trained checkpoint", _add_predict_arguments, _run_predict),
     "list-backbones": Command("list the backbones model.backbone accepts", _add_no_arguments, _run_list_backbones),
     "pr-report": Command("markdown of params/metrics/plots changes against a base ref", prreport.add_arguments, prreport.run),
-    "log-run": Command("re-log params, metrics and model to MLflow from local outputs", tracking.add_arguments, tracking.run),
+    "log-run": Command("re-log params, metrics and model to MLflow from local outputs", _add_log_run_arguments, _run_log_run),
 }
 
 

@@ -1,9 +1,14 @@
 """Typed, validated configuration built once from ``params.yaml``.
 
 Every section is a frozen dataclass. ``from_mapping`` refuses unknown keys and
-wrong types, and each ``validate`` checks ranges, so a bad value stops a stage
-before any heavy work with one message naming the key, the value and what is
-allowed. Stages build only the sections they read.
+wrong types, and each ``validate`` checks ranges and names, so a bad value stops
+a stage before any heavy work with one message naming the key, the value and
+what is allowed. Every stage validates the whole file, so a misspelled
+``model.backbone`` fails in the first stage that runs.
+
+This module is the ground floor: it imports nothing heavy and no project module
+but ``catalog`` (the strategy and backbone names, pure data), so every other
+module may import it.
 """
 
 from __future__ import annotations
@@ -18,16 +23,21 @@ from typing import Any, Mapping
 
 import yaml
 
-from signflow.sources.gtsrb import GTSRB_TRAINING_MD5, GTSRB_TRAINING_URL
+from signflow.catalog import BACKBONES, STRATEGIES
 
-SOURCES = ("synthetic", "gtsrb", "folder")
-STRATEGIES = ("linear", "partial", "full", "scratch")
+# The official training archive, with the URL and md5 torchvision.datasets.GTSRB uses.
+GTSRB_TRAINING_URL = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/GTSRB-Training_fixed.zip"
+GTSRB_TRAINING_MD5 = "513f3c79a4c5141765e10e952eaa2478"
 WEIGHTS = ("imagenet", "none")
 OPTIMIZERS = ("adamw", "sgd")
 BALANCE_MODES = ("none", "loss", "sampler")
 MONITORS = ("val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda")
 SPLIT_NAMES = ("train", "val", "test")
+GROUP_BY = ("track", "image")
+# Synthetic renderer bounds: below MIN_SYNTHETIC_SIDE px a sign is a few pixels and
+# the GTSRB margin rule breaks down.
+MIN_SYNTHETIC_SIDE = 8
 UNKNOWN_NAME = "unknown"
 FRACTION_TOLERANCE = 1e-6
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -41,7 +51,9 @@ def _fail(key: str, value: Any, allowed: str) -> typing.NoReturn:
     raise ConfigError(f"params.yaml: {key}={value!r} is invalid; allowed: {allowed}")
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+def check_choice(key: str, value: Any, choices: typing.Iterable[str]) -> None:
+    """Fail naming ``key`` unless ``value`` is one of ``choices`` (also used by registries)."""
+    choices = list(choices)
     if value not in choices:
         _fail(key, value, " | ".join(choices))
 
@@ -142,8 +154,9 @@ class SyntheticConfig:
     max_size: int = 96
 
     def validate(self, prefix: str) -> None:
-        for name in ("tracks_per_class", "frames_per_track", "min_size"):
+        for name in ("tracks_per_class", "frames_per_track"):
             _check_range(f"{prefix}.{name}", getattr(self, name), 1)
+        _check_range(f"{prefix}.min_size", self.min_size, MIN_SYNTHETIC_SIDE)
         _check_range(f"{prefix}.max_size", self.max_size, self.min_size)
 
 
@@ -163,7 +176,6 @@ class DataConfig:
     synthetic: SyntheticConfig = SyntheticConfig()
 
     def validate(self, prefix: str) -> None:
-        _check_choice(f"{prefix}.source", self.source, SOURCES)
         if not self.classes:
             _fail(f"{prefix}.classes", self.classes, "a mapping of at least one class id to a name")
         names = list(self.classes.values())
@@ -199,7 +211,7 @@ class SplitConfig:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > FRACTION_TOLERANCE:
             _fail(f"{prefix}.train/val/test", (self.train, self.val, self.test), "fractions summing to 1")
-        _check_choice(f"{prefix}.group_by", self.group_by, ("track", "image"))
+        check_choice(f"{prefix}.group_by", self.group_by, GROUP_BY)
 
     @property
     def fractions(self) -> dict[str, float]:
@@ -230,7 +242,8 @@ class ModelConfig:
     dropout: float = 0.2
 
     def validate(self, prefix: str) -> None:
-        _check_choice(f"{prefix}.weights", self.weights, WEIGHTS)
+        check_choice(f"{prefix}.backbone", self.backbone, BACKBONES)
+        check_choice(f"{prefix}.weights", self.weights, WEIGHTS)
         _check_range(f"{prefix}.dropout", self.dropout, 0.0, 0.99)
 
 
@@ -288,10 +301,10 @@ class TrainConfig:
             _check_range(f"{prefix}.{name}", getattr(self, name), 0)
         _check_range(f"{prefix}.label_smoothing", self.label_smoothing, 0.0, 0.99)
         _check_range(f"{prefix}.unfreeze", self.unfreeze, 1)
-        _check_choice(f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
-        _check_choice(f"{prefix}.balance", self.balance, BALANCE_MODES)
-        _check_choice(f"{prefix}.monitor", self.monitor, MONITORS)
-        _check_choice(f"{prefix}.device", self.device, DEVICES)
+        check_choice(f"{prefix}.optimizer", self.optimizer, OPTIMIZERS)
+        check_choice(f"{prefix}.balance", self.balance, BALANCE_MODES)
+        check_choice(f"{prefix}.monitor", self.monitor, MONITORS)
+        check_choice(f"{prefix}.device", self.device, DEVICES)
 
 
 @dataclass(frozen=True)
@@ -315,7 +328,7 @@ class Config:
     evaluate: EvaluateConfig = EvaluateConfig()
 
     def validate(self, prefix: str) -> None:
-        _check_choice("strategy", self.strategy, STRATEGIES)
+        check_choice("strategy", self.strategy, STRATEGIES)
         targets = set(self.data.class_ids)
         for key, ids in (("unknown.classes", self.unknown.classes), ("unknown.heldout", self.unknown.heldout)):
             clash = sorted(targets & set(ids))

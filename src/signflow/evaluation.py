@@ -14,15 +14,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from signflow.config import UNKNOWN_NAME, EvaluateConfig
-from signflow.dataset import ROLE_HELDOUT, ROLE_TARGET
+from signflow.config import EvaluateConfig
+from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET
 from signflow.inference import LoadedModel, predict_probs
 from signflow.metrics import (
     choose_threshold,
     classification_metrics,
     classification_report_text,
     confusion_rows,
-    max_softmax_score,
     openset_accuracy,
     openset_scores,
     per_class_table,
@@ -31,6 +30,7 @@ from signflow.metrics import (
     roc_points,
     share_assigned_known,
 )
+from signflow.openset import decide, max_softmax_score
 
 ROUND_DIGITS = 6  # stable, diff-friendly numbers in metrics files
 PREDICTION_COLUMNS = ["path", "label", "prediction", "confidence", "known_score", "decision", "role"]
@@ -95,11 +95,6 @@ def open_set(val: Scored, test: Scored, unknown_index: int | None) -> dict[str, 
     }
 
 
-def _decisions(s: Scored, class_names: list[str], threshold: float) -> list[str]:
-    """Final answer per image: the class, or "unknown" below the threshold."""
-    return [UNKNOWN_NAME if score < threshold else class_names[p] for p, score in zip(s.preds, s.scores)]
-
-
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}.{k}": round(v, ROUND_DIGITS) if isinstance(v, float) else v for k, v in values.items()
             if v is None or isinstance(v, (int, float))}
@@ -120,7 +115,7 @@ def evaluate(loaded: LoadedModel, val: Scored, test: Scored, cfg: EvaluateConfig
         prediction=[names[p] for p in test.preds],
         confidence=test.probs.max(axis=1).round(ROUND_DIGITS),
         known_score=test.scores.round(ROUND_DIGITS),
-        decision=_decisions(test, names, opened["threshold"]),
+        decision=decide(test.probs, names, opened["threshold"]),
     )[PREDICTION_COLUMNS]
     return EvaluationResult(
         metrics={**_flat("test", closed), **_flat("val", {"accuracy": val_closed["accuracy"]}), **_flat("openset", opened)},

@@ -1,26 +1,31 @@
-"""Glue between the validated config, the decoded dataset and the training loop.
+"""The train stage's library: glue between the validated config, the decoded dataset and the loop.
 
 Kept apart from ``train.py`` so the loop stays free of file layout and config
-shapes; stages and benchmarks build their runs through these few functions.
+shapes; the stage (:func:`run_training`) and the benchmarks build their runs
+through these few functions.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
 
-from signflow.config import Config
-from signflow.dataset import load_split
+from signflow.config import Config, flatten
+from signflow.data.arrays import load_split
+from signflow.io import atomic_path, write_json
 from signflow.models import SignModel, create_model
-from signflow.strategies import resolve_strategy
-from signflow.train import ArraySet
+from signflow.runtime import configure_runtime
+from signflow.strategies import resolve_weights
+from signflow.tracking import git_commit, run_name_for, tracked_run
+from signflow.train import BEST_FILE, ArraySet, EpochStats, TrainResult, fit
 
-LIBRARY_DIR = Path(__file__).resolve().parent
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
 
 
@@ -33,7 +38,7 @@ def load_labelled(dataset_dir: Path, split: str) -> tuple[pd.DataFrame, ArraySet
 
 def build_model(cfg: Config) -> SignModel:
     """The configured backbone with a head for the configured classes (scratch: no weights)."""
-    weights = cfg.model.weights if resolve_strategy(cfg.strategy).pretrained else "none"
+    weights = resolve_weights(cfg.strategy, cfg.model.weights)
     return create_model(cfg.model.backbone, len(cfg.class_names), weights, cfg.model.dropout)
 
 
@@ -54,12 +59,57 @@ def checkpoint_meta(cfg: Config, model: SignModel) -> dict[str, Any]:
 def fingerprint(cfg: Config, dataset_dir: Path, code_files: Sequence[Path] = ()) -> str:
     """Config + training data + code identity: last.pt is resumed only when this matches.
 
-    Code counts too: when DVC re-runs `train` because a script or library module
-    changed, the user wants a new training, not the finished run resumed.
+    Code counts too: when DVC re-runs `train` because a module it runs changed,
+    the user wants a new training, not the finished run resumed. ``code_files``
+    is the stage's import closure (``codegraph.import_closure``), the same files
+    dvc.yaml lists as its deps, so editing e.g. the report never restarts training.
     """
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
     for split in ("train", "val"):
         digest.update((dataset_dir / f"{split}.csv").read_bytes())
-    for path in sorted({*LIBRARY_DIR.glob("*.py"), *code_files}):
+    for path in sorted(set(code_files)):
         digest.update(path.read_bytes())
     return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    """Where the train stage writes: checkpoints and run id, the summary, the per-epoch history."""
+
+    models_dir: Path
+    run_file: Path
+    summary: Path
+    history: Path
+
+
+def _tags(cfg: Config, train_set: ArraySet, val_set: ArraySet) -> dict[str, str]:
+    return {"strategy": cfg.strategy, "backbone": cfg.model.backbone, "git_commit": git_commit(),
+            "data.source": cfg.data.source, "train_images": str(len(train_set)), "val_images": str(len(val_set)),
+            "dvc_experiment": os.environ.get("DVC_EXP_NAME", "")}
+
+
+def run_training(cfg: Config, dataset_dir: Path, out: TrainOutputs, code_files: Sequence[Path]) -> TrainResult:
+    """The train stage: fit the configured model in one MLflow run, write its summary and history."""
+    device = configure_runtime(cfg.train)  # seeds first: the new head's weights depend on it
+    _, train_set = load_labelled(dataset_dir, "train")
+    _, val_set = load_labelled(dataset_dir, "val")
+    model = build_model(cfg)
+    name = run_name_for(cfg.model.backbone, cfg.strategy)
+    with tracked_run(out.run_file, name, _tags(cfg, train_set, val_set), reuse=False) as tracker:
+        tracker.log_params(flatten(cfg.to_dict()))
+
+        def log_epoch(stats: EpochStats) -> None:
+            tracker.log_metrics({k: v for k, v in asdict(stats).items() if k != "epoch"}, step=stats.epoch)
+
+        result = fit(
+            model, train_set, val_set, strategy=cfg.strategy, cfg=cfg.train, norm=model.normalization,
+            device=device, checkpoint_dir=out.models_dir, checkpoint_meta=checkpoint_meta(cfg, model),
+            fingerprint=fingerprint(cfg, dataset_dir, code_files), callbacks=[log_epoch],
+        )
+        write_json(out.summary, result.summary())
+        with atomic_path(out.history) as tmp:
+            pd.DataFrame([asdict(h) for h in result.history], columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
+        tracker.log_metrics(result.summary())
+        tracker.log_artifact(out.history)
+        tracker.log_artifact(out.models_dir / BEST_FILE, "model")
+    return result

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 
 from signflow.checkpoint import load_checkpoint
-from signflow.config import UNKNOWN_NAME
 from signflow.models import SignModel, create_model
+from signflow.openset import unknown_index
 from signflow.transforms import Normalization, eval_transform
 
 
@@ -26,7 +26,7 @@ class LoadedModel:
     @property
     def unknown_index(self) -> int | None:
         """Column of the trained "unknown" class, if the model has one."""
-        return self.class_names.index(UNKNOWN_NAME) if UNKNOWN_NAME in self.class_names else None
+        return unknown_index(self.class_names)
 
 
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:

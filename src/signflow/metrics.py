@@ -211,19 +211,6 @@ def confusion_rows(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[
 # ------------------------------------------------------------------ open set
 
 
-def max_softmax_score(probs: np.ndarray, unknown_index: int | None) -> np.ndarray:
-    """Known-ness per image: the largest probability among the known classes.
-
-    The unknown column (if the model has one) is dropped *without*
-    renormalising, so an image the model confidently calls "unknown" keeps a
-    low score instead of having its small known probabilities inflated.
-    """
-    probs = np.asarray(probs, dtype=np.float64)
-    if unknown_index is not None:
-        probs = np.delete(probs, unknown_index, axis=1)
-    return probs.max(axis=1)
-
-
 def _openset_labels(known_scores: np.ndarray, heldout_scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     known = _as_scores(known_scores, "known_scores")
     heldout = _as_scores(heldout_scores, "heldout_scores")

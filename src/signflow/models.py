@@ -29,13 +29,12 @@ import torch
 import torchvision
 from torch import nn
 
-from signflow.config import WEIGHTS
+from signflow.catalog import BACKBONES as BACKBONE_NAMES
+from signflow.catalog import DEFAULT_BACKBONE, BackboneEntry, list_backbones
+from signflow.config import WEIGHTS, check_choice
 from signflow.transforms import Normalization  # defined once, used by transforms and models
 
 log = logging.getLogger(__name__)
-
-WEIGHT_CHOICES = WEIGHTS  # the allowed model.weights, defined once in config
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 class WeightsUnavailableError(RuntimeError):
@@ -281,58 +280,61 @@ def _build_simple_cnn(pretrained: bool) -> BackboneParts:
 
 
 # --- registry ----------------------------------------------------------------------------
+# The names are catalog.BACKBONES (pure data, so config validates them without torch);
+# each entry names a family, and each family is one builder here.
 
 
-def _torchvision_spec(arch: str, family: str, adapt: Callable[[nn.Module], BackboneParts]) -> BackboneSpec:
+def _torchvision_spec(adapt: Callable[[nn.Module], BackboneParts], entry: BackboneEntry) -> BackboneSpec:
     """Entry for a torchvision model; normalisation and size come from its weights' metadata."""
-    preset = torchvision.models.get_model_weights(arch).DEFAULT.transforms()
+    preset = torchvision.models.get_model_weights(entry.arch).DEFAULT.transforms()
     return BackboneSpec(
-        family=family,
-        build=partial(_build_torchvision, arch, adapt),
+        family=entry.family,
+        build=partial(_build_torchvision, entry.arch, adapt),
         normalization=Normalization(mean=tuple(preset.mean), std=tuple(preset.std)),
         default_image_size=preset.crop_size[0],
     )
 
 
-BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType(
+def _lite0_spec(entry: BackboneEntry) -> BackboneSpec:
+    return BackboneSpec(
+        family=entry.family,
+        build=_build_efficientnet_lite0,
+        normalization=LITE0_NORMALIZATION,
+        default_image_size=LITE0_IMAGE_SIZE,
+    )
+
+
+def _simple_cnn_spec(entry: BackboneEntry) -> BackboneSpec:
+    return BackboneSpec(
+        family=entry.family,
+        build=_build_simple_cnn,
+        normalization=SIMPLE_CNN_NORMALIZATION,
+        default_image_size=SIMPLE_CNN_IMAGE_SIZE,
+        has_pretrained=False,
+    )
+
+
+FAMILIES: Mapping[str, Callable[[BackboneEntry], BackboneSpec]] = MappingProxyType(
     {
-        "efficientnet_lite0": BackboneSpec(
-            family="efficientnet_lite",
-            build=_build_efficientnet_lite0,
-            normalization=LITE0_NORMALIZATION,
-            default_image_size=LITE0_IMAGE_SIZE,
-        ),
-        "resnet18": _torchvision_spec("resnet18", "resnet", _resnet_parts),
-        "resnet34": _torchvision_spec("resnet34", "resnet", _resnet_parts),
-        "resnet50": _torchvision_spec("resnet50", "resnet", _resnet_parts),
-        "mobilenet_v2": _torchvision_spec("mobilenet_v2", "mobilenet", _features_parts),
-        "mobilenet_v3_small": _torchvision_spec("mobilenet_v3_small", "mobilenet", _features_parts),
-        "mobilenet_v3_large": _torchvision_spec("mobilenet_v3_large", "mobilenet", _features_parts),
-        "efficientnet_b0": _torchvision_spec("efficientnet_b0", "efficientnet", _features_parts),
-        "vgg16": _torchvision_spec("vgg16", "vgg", _vgg_parts),
-        "simple_cnn": BackboneSpec(
-            family="simple_cnn",
-            build=_build_simple_cnn,
-            normalization=SIMPLE_CNN_NORMALIZATION,
-            default_image_size=SIMPLE_CNN_IMAGE_SIZE,
-            has_pretrained=False,
-        ),
+        "efficientnet_lite": _lite0_spec,
+        "resnet": partial(_torchvision_spec, _resnet_parts),
+        "mobilenet": partial(_torchvision_spec, _features_parts),
+        "efficientnet": partial(_torchvision_spec, _features_parts),
+        "vgg": partial(_torchvision_spec, _vgg_parts),
+        "simple_cnn": _simple_cnn_spec,
     }
 )
-
 TORCHVISION_FAMILIES = ("resnet", "mobilenet", "efficientnet", "vgg")
 
-
-def list_backbones() -> list[str]:
-    return sorted(BACKBONES)
+BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType(
+    {name: FAMILIES[entry.family](entry) for name, entry in BACKBONE_NAMES.items()}
+)
 
 
 def resolve_backbone(name: str) -> BackboneSpec:
     """The registry entry for ``name``; unknown names fail with the valid ones."""
-    try:
-        return BACKBONES[name]
-    except KeyError:
-        raise ValueError(f"unknown backbone {name!r}; valid backbones: {', '.join(list_backbones())}") from None
+    check_choice("model.backbone", name, list_backbones())
+    return BACKBONES[name]
 
 
 def create_model(name: str, num_classes: int, weights: str = "imagenet", dropout: float = 0.0) -> SignModel:
@@ -343,8 +345,7 @@ def create_model(name: str, num_classes: int, weights: str = "imagenet", dropout
     backbone randomly initialised.
     """
     spec = resolve_backbone(name)
-    if weights not in WEIGHT_CHOICES:
-        raise ValueError(f"weights={weights!r} is invalid; allowed: {' | '.join(WEIGHT_CHOICES)}")
+    check_choice("model.weights", weights, WEIGHTS)
     if num_classes < 1:
         raise ValueError(f"num_classes={num_classes} is invalid; allowed: >= 1")
     if not 0.0 <= dropout < 1.0:

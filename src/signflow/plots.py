@@ -48,6 +48,7 @@ DARK_CELL = 0.55
 TRAIN_COLOUR, VAL_COLOUR, TOP_COLOUR, BAR_COLOUR = "#0072B2", "#D55E00", "#009E73", "#999999"
 CMAP = "Blues"
 PROBS_PER_ROW = 2  # thumbnail + bar chart pairs side by side
+MAX_BARS = 10  # classes drawn per probability chart; with more (e.g. all 43 signs) the most probable
 
 
 @contextmanager
@@ -146,33 +147,45 @@ def plot_image_grid(
             fig.suptitle(title, fontsize=TITLE_FONT)
 
 
-def _probability_pair(image_ax: Axes, bar_ax: Axes, image: np.ndarray, probs: np.ndarray,
+def _probability_pair(image_ax: Axes, bar_ax: Axes, image: np.ndarray | None, probs: np.ndarray,
                       class_names: Sequence[str], title: str, threshold: float | None) -> None:
-    image_ax.imshow(np.asarray(image), interpolation="nearest")
     image_ax.axis("off")
+    if image is not None:  # None: the file changed since prediction; draw the bars without it
+        image_ax.imshow(np.asarray(image), interpolation="nearest")
     image_ax.set_title(_wrap(title), fontsize=CAPTION_FONT + 1)
+    shown = _shown_classes(probs)
     top = int(np.argmax(probs))
-    colours = [TOP_COLOUR if k == top else BAR_COLOUR for k in range(len(class_names))]
-    y = np.arange(len(class_names))
-    bar_ax.barh(y, probs, color=colours)
-    bar_ax.set_yticks(y, class_names, fontsize=CAPTION_FONT + 1)
+    colours = [TOP_COLOUR if k == top else BAR_COLOUR for k in shown]
+    y = np.arange(len(shown))
+    bar_ax.barh(y, probs[shown], color=colours)
+    bar_ax.set_yticks(y, [class_names[k] for k in shown], fontsize=CAPTION_FONT + 1)
     bar_ax.invert_yaxis()  # first class on top, as in the class list
     bar_ax.set_xlim(0, 1)
     bar_ax.tick_params(axis="x", labelsize=CAPTION_FONT)
-    for k, p in enumerate(probs):
-        bar_ax.text(min(p + VALUE_OFFSET, MAX_VALUE_X), k, f"{p:.2f}", va="center", fontsize=CAPTION_FONT)
+    for row, k in enumerate(shown):
+        bar_ax.text(min(probs[k] + VALUE_OFFSET, MAX_VALUE_X), row, f"{probs[k]:.2f}", va="center", fontsize=CAPTION_FONT)
     if threshold is not None:
         bar_ax.axvline(threshold, color=VAL_COLOUR, linestyle=":", linewidth=1.2)
 
 
-def plot_probability_bars(
-    images: np.ndarray, probs: np.ndarray, class_names: Sequence[str], titles: Sequence[str], out: Path | str,
-    threshold: float | None = None,
-) -> None:
-    """Per image, its thumbnail beside the model's probability for every class.
+def _shown_classes(probs: np.ndarray) -> np.ndarray:
+    """Every class in class order; past MAX_BARS classes only the most probable, best first."""
+    if len(probs) <= MAX_BARS:
+        return np.arange(len(probs))
+    return np.argsort(-probs, kind="stable")[:MAX_BARS]
 
-    ``threshold`` (the open-set rejection threshold) is drawn as a dotted line:
-    a known class whose bar stops short of it is answered "unknown".
+
+def plot_probability_bars(
+    images: Sequence[np.ndarray | None], probs: np.ndarray, class_names: Sequence[str], titles: Sequence[str],
+    out: Path | str, threshold: float | None = None,
+) -> None:
+    """Per image, its thumbnail beside the model's probability for each class.
+
+    The one probability chart: the report's sample predictions and
+    ``signflow predict --plot`` both draw it. ``threshold`` (the open-set
+    rejection threshold) is drawn as a dotted line: a known class whose bar
+    stops short of it is answered "unknown". With more than ``MAX_BARS``
+    classes each image shows its most probable ones.
     """
     if not len(images) == len(probs) == len(titles):
         raise ValueError(f"{len(images)} images, {len(probs)} probability rows, {len(titles)} titles")
@@ -180,7 +193,8 @@ def plot_probability_bars(
         _message_figure(out, "no sample images")
         return
     rows = math.ceil(len(images) / PROBS_PER_ROW)
-    row_height = max(THUMB_INCHES + CAPTION_INCHES, BAR_INCHES * len(class_names) + BAR_AXIS_INCHES)
+    n_bars = min(len(class_names), MAX_BARS)
+    row_height = max(THUMB_INCHES + CAPTION_INCHES, BAR_INCHES * n_bars + BAR_AXIS_INCHES)
     with _saved_figure(out, PROBS_PER_ROW * PAIR_INCHES, rows * row_height + TITLE_INCHES) as fig:
         grid = fig.add_gridspec(rows, 2 * PROBS_PER_ROW, width_ratios=[1, 2] * PROBS_PER_ROW)
         for i in range(rows * PROBS_PER_ROW):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +17,11 @@ from typing import Any, Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
-from signflow.config import UNKNOWN_NAME, flatten
-from signflow.images import BadImageError, DecodeOutcome, ImageLimits, crop_and_resize, read_rgb, try_decode
+from signflow.config import flatten
+from signflow.data.images import BadImageError, DecodeOutcome, ImageLimits, crop_and_resize, read_rgb, try_decode
 from signflow.inference import LoadedModel, predict_probs
-from signflow.io import atomic_path
-from signflow.metrics import max_softmax_score
-from signflow.sources.folder import IMAGE_SUFFIXES
+from signflow.openset import decide
+from signflow.data.sources.folder import IMAGE_SUFFIXES
 
 from signflow.parallel import resolve_workers
 
@@ -35,16 +33,9 @@ THRESHOLD_KEY = "openset.threshold"
 POOL_MIN_FILES = 16
 # Files decoded and classified together; at 224 px one block is ~150 MB of pixels.
 PREDICT_BLOCK = 1024
-# Plot layout: image+bars pairs per row, most images drawn, most bars per image.
-PLOT_PAIRS_PER_ROW = 3
+# Probability chart: most images drawn, thumbnail side (px).
 PLOT_MAX_IMAGES = 24
-PLOT_MAX_BARS = 10
 PLOT_THUMB_PX = 64
-PLOT_PAIR_WIDTH_IN = 5.0
-PLOT_BAR_HEIGHT_IN = 0.28
-PLOT_MIN_ROW_HEIGHT_IN = 1.6
-PLOT_DPI = 100
-PLOT_BAR_COLOR, PLOT_ACCEPTED_COLOR, PLOT_REJECTED_COLOR = "tab:blue", "tab:orange", "tab:gray"
 TABLE_FAILED = "FAILED"
 
 Result = dict[str, Any]
@@ -139,22 +130,13 @@ def _result(path: Path, probs: np.ndarray, class_names: list[str], predicted: st
     }
 
 
-def _label(probs: np.ndarray, loaded: LoadedModel, threshold: float) -> list[str]:
-    """Predicted names: "unknown" when the unknown class wins or known-ness is below ``threshold``."""
-    winners = probs.argmax(axis=1)
-    rejected = max_softmax_score(probs, loaded.unknown_index) < threshold
-    if loaded.unknown_index is not None:
-        rejected |= winners == loaded.unknown_index
-    return [UNKNOWN_NAME if reject else loaded.class_names[i] for i, reject in zip(winners, rejected)]
-
-
 def _predict_block(
     loaded: LoadedModel, mapper: Mapper, paths: Sequence[Path], limits: ImageLimits,
     threshold: float, top_k: int, batch_size: int,
 ) -> list[Result]:
     images, errors = _decode_with(mapper, paths, loaded.image_size, limits)
     probs = predict_probs(loaded, images, batch_size)  # (M, K); M may be 0
-    labels = _label(probs, loaded, threshold)
+    labels = decide(probs, loaded.class_names, threshold)
     decoded = iter(zip(probs, labels))
     results = []
     for path, error in zip(paths, errors):
@@ -255,47 +237,20 @@ def _thumbnail(path: str, size: int) -> np.ndarray | None:
         return None
 
 
-def _draw_pair(image_ax: Any, bar_ax: Any, result: Result) -> None:
-    thumb = _thumbnail(result["path"], PLOT_THUMB_PX)
-    image_ax.axis("off")
-    if thumb is not None:
-        image_ax.imshow(thumb)
-    ranked = sorted(result["probabilities"].items(), key=lambda kv: kv[1], reverse=True)[:PLOT_MAX_BARS]
-    names, probs = [n for n, _ in ranked][::-1], [p for _, p in ranked][::-1]  # best on top
-    # The winning bar is orange when accepted, grey when the threshold turned it into "unknown".
-    winner_color = PLOT_ACCEPTED_COLOR if result["prediction"] == names[-1] else PLOT_REJECTED_COLOR
-    colors = [PLOT_BAR_COLOR] * (len(names) - 1) + [winner_color]
-    bar_ax.barh(names, probs, color=colors)
-    bar_ax.set_xlim(0.0, 1.0)
-    bar_ax.tick_params(labelsize="small")
-    bar_ax.set_title(f"{Path(result['path']).name}: {result['prediction']}", fontsize="small", loc="left")
-
-
-def plot_probabilities(results: Sequence[Result], out_png: Path | str) -> None:
-    """Bar chart of predicted probabilities per image, thumbnail beside it, written atomically.
+def plot_probabilities(results: Sequence[Result], out_png: Path | str, threshold: float | None = None) -> None:
+    """The probability chart (``plots.plot_probability_bars``, as in the report) of classified files.
 
     Failed files are left out; past ``PLOT_MAX_IMAGES`` images the rest are
     skipped with a warning, since a wall of tiny charts helps no one.
     """
-    from matplotlib.figure import Figure  # no pyplot: no global state, no GUI backend
+    from signflow.plots import plot_probability_bars  # matplotlib: only when a chart is asked for
 
     shown = [r for r in results if "error" not in r]
     if len(shown) > PLOT_MAX_IMAGES:
         log.warning("plotting the first %d of %d images", PLOT_MAX_IMAGES, len(shown))
         shown = shown[:PLOT_MAX_IMAGES]
-    pairs = max(1, min(PLOT_PAIRS_PER_ROW, len(shown)))
-    rows = max(1, math.ceil(len(shown) / pairs))
-    n_bars = max((min(len(r["probabilities"]), PLOT_MAX_BARS) for r in shown), default=1)
-    row_height = max(PLOT_MIN_ROW_HEIGHT_IN, n_bars * PLOT_BAR_HEIGHT_IN)
-    fig = Figure(figsize=(pairs * PLOT_PAIR_WIDTH_IN, rows * row_height), layout="constrained")
-    axes = fig.subplots(rows, 2 * pairs, squeeze=False, width_ratios=[1, 3] * pairs)
-    for ax in axes.flat:
-        ax.axis("off")
-    for i, result in enumerate(shown):
-        image_ax, bar_ax = axes[i // pairs, 2 * (i % pairs)], axes[i // pairs, 2 * (i % pairs) + 1]
-        bar_ax.axis("on")
-        _draw_pair(image_ax, bar_ax, result)
-    if not shown:
-        fig.text(0.5, 0.5, "no image could be classified", ha="center", va="center")
-    with atomic_path(out_png) as tmp:
-        fig.savefig(tmp, dpi=PLOT_DPI)
+    class_names = list(shown[0]["probabilities"]) if shown else []
+    probs = np.array([[r["probabilities"][name] for name in class_names] for r in shown]).reshape(len(shown), -1)
+    titles = [f"{Path(r['path']).name}\n→ {r['prediction']}" for r in shown]
+    images = [_thumbnail(r["path"], PLOT_THUMB_PX) for r in shown]
+    plot_probability_bars(images, probs, class_names, titles, out_png, threshold)

@@ -21,10 +21,11 @@ import pandas as pd
 
 from signflow import plots
 from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, flatten
-from signflow.dataset import ROLE_HELDOUT, ROLE_UNKNOWN, load_split
+from signflow.data.arrays import load_split
+from signflow.data.manifest import ROLE_HELDOUT, ROLE_UNKNOWN
 from signflow.inference import LoadedModel, predict_probs
 from signflow.io import atomic_path
-from signflow.metrics import max_softmax_score
+from signflow.openset import decide
 
 log = logging.getLogger(__name__)
 
@@ -46,12 +47,6 @@ SAMPLE_BATCH = 64  # the samples are few: one small batch
 MAX_QUARANTINE_LISTED = 50  # longer lists stay in metrics/data.json
 DIGITS = 4  # decimals of metric values in tables
 MISSING = "n/a"
-# The evaluate/train/add_unknown stages' outputs that the report reads, by role.
-METRIC_FILES = {
-    "data_summary": "data.json", "train_summary": "train.json", "history": "train_history.csv",
-    "metrics": "evaluate.json", "per_class": "per_class.csv", "predictions": "predictions.csv",
-    "reliability": "reliability.csv", "roc": "roc.csv", "report_text": "classification_report.txt",
-}
 TEST_SPLIT = "test"
 # params.yaml keys shown in "Key parameters", with what each decides.
 KEY_PARAMS = (
@@ -122,11 +117,6 @@ class ReportPaths:
     roc: Path
     report_text: Path
     dataset_dir: Path
-
-    @classmethod
-    def from_dirs(cls, metrics_dir: Path, dataset_dir: Path) -> "ReportPaths":
-        """The standard file names (METRIC_FILES) inside the given directories."""
-        return cls(dataset_dir=dataset_dir, **{key: metrics_dir / name for key, name in METRIC_FILES.items()})
 
 
 # ----------------------------------------------------------------- loading
@@ -362,15 +352,9 @@ def _grids(inputs: ReportInputs, out_dir: Path, rows: np.ndarray, labels: np.nda
 
 def _sample_titles(inputs: ReportInputs) -> list[str]:
     """Each sample's title plus the final answer, decided as the evaluate stage decides it."""
-    names = list(inputs.class_names)
     titles = list(inputs.sample_titles) or [""] * len(inputs.sample_images)
-    if not len(inputs.sample_probs):
-        return titles
-    threshold = inputs.metrics.get("openset.threshold")
-    scores = max_softmax_score(inputs.sample_probs, names.index(UNKNOWN_NAME) if UNKNOWN_NAME in names else None)
-    answers = [UNKNOWN_NAME if threshold is not None and score < threshold else names[k]
-               for k, score in zip(inputs.sample_probs.argmax(axis=1), scores)]
-    return [f"{title}\n→ {answer}" for title, answer in zip(titles, answers)]
+    answers = decide(inputs.sample_probs, inputs.class_names, inputs.metrics.get("openset.threshold"))
+    return [f"{title}\n→ {answer}" for title, answer in zip(titles, answers)] if answers else titles
 
 
 def _draw_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, str]:

@@ -1,7 +1,9 @@
 """Transfer-learning strategies: which parameters train, at what rate, what stays frozen.
 
 There is one training loop; a strategy only chooses parameter groups and rates
-and which modules stay in eval mode:
+and which modules stay in eval mode. The strategies themselves are pure data in
+``catalog.STRATEGIES`` (so config validates names without torch); this module
+adds the code:
 
 - ``linear``: frozen pretrained backbone, only the head trains (features can be cached);
 - ``partial``: the last ``train.unfreeze`` backbone blocks and the head train;
@@ -16,13 +18,13 @@ running statistics stay the pretrained ones.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from signflow.config import ConfigError
+from signflow.catalog import STRATEGIES, TRAINS_ALL, TRAINS_HEAD_ONLY, TRAINS_LAST_BLOCKS, StrategySpec
+from signflow.config import ConfigError, check_choice
 from signflow.models import SignModel
 
 log = logging.getLogger(__name__)
@@ -47,38 +49,20 @@ def _whole_backbone(model: SignModel, unfreeze: int) -> list[nn.Module]:
     return [model.backbone]
 
 
-@dataclass(frozen=True)
-class Strategy:
-    """Registry entry: what trains and at which rate."""
-
-    pretrained: bool  # False: the model must be built with weights "none"
-    frozen_backbone: bool  # True: backbone outputs never change, so features may be cached
-    scaled_backbone_lr: bool  # True: backbone at lr * backbone_lr_mult, head at lr
-    trainable: Callable[[SignModel, int], list[nn.Module]]  # backbone modules that train, given unfreeze
-
-
-STRATEGIES: Mapping[str, Strategy] = MappingProxyType(
-    {
-        "linear": Strategy(pretrained=True, frozen_backbone=True, scaled_backbone_lr=False, trainable=_head_only),
-        "partial": Strategy(pretrained=True, frozen_backbone=False, scaled_backbone_lr=True, trainable=_last_blocks),
-        "full": Strategy(pretrained=True, frozen_backbone=False, scaled_backbone_lr=True, trainable=_whole_backbone),
-        "scratch": Strategy(
-            pretrained=False, frozen_backbone=False, scaled_backbone_lr=False, trainable=_whole_backbone
-        ),
-    }
+# The code behind catalog.StrategySpec.trains: backbone modules that train, given train.unfreeze.
+TRAINABLE: Mapping[str, Callable[[SignModel, int], list[nn.Module]]] = MappingProxyType(
+    {TRAINS_HEAD_ONLY: _head_only, TRAINS_LAST_BLOCKS: _last_blocks, TRAINS_ALL: _whole_backbone}
 )
 
 
-def list_strategies() -> list[str]:
-    return sorted(STRATEGIES)
+def resolve_strategy(name: str) -> StrategySpec:
+    """The registry entry (catalog.STRATEGIES) for ``name``; unknown names fail with the valid ones."""
+    check_choice("strategy", name, STRATEGIES)
+    return STRATEGIES[name]
 
 
-def resolve_strategy(name: str) -> Strategy:
-    """The registry entry for ``name``; unknown names fail with the valid ones."""
-    try:
-        return STRATEGIES[name]
-    except KeyError:
-        raise ValueError(f"unknown strategy {name!r}; valid strategies: {', '.join(list_strategies())}") from None
+def _trainable(model: SignModel, strategy: str, unfreeze: int) -> list[nn.Module]:
+    return TRAINABLE[resolve_strategy(strategy).trains](model, unfreeze)
 
 
 def resolve_weights(strategy: str, weights: str) -> str:
@@ -97,7 +81,7 @@ def is_backbone_frozen(strategy: str) -> bool:
 
 def frozen_modules(model: SignModel, strategy: str, unfreeze: int) -> list[nn.Module]:
     """Backbone modules that do not train and must stay in eval mode (batch-norm stats untouched)."""
-    trainable = resolve_strategy(strategy).trainable(model, unfreeze)
+    trainable = _trainable(model, strategy, unfreeze)
     if not trainable:
         return [model.backbone]
     if any(module is model.backbone for module in trainable):
@@ -126,7 +110,7 @@ def param_groups(
             f"strategy {strategy!r} trains from random initialisation but model {model.name!r} was built "
             f"with weights {model.weights!r}; build it with weights=resolve_weights({strategy!r}, ...)"
         )
-    trainable = spec.trainable(model, unfreeze)
+    trainable = _trainable(model, strategy, unfreeze)
     model.requires_grad_(False)
     for module in trainable:
         module.requires_grad_(True)

@@ -15,6 +15,7 @@ import logging
 import os
 import subprocess
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Mapping
 
@@ -130,45 +131,43 @@ def run_name_for(backbone: str, strategy: str) -> str:
 
 # ---- `signflow log-run`: re-log a run from the files the stages wrote ------------------
 
-def relog_outputs(root: Path, uri: str | None = None) -> str | None:
-    """Log params.yaml, metrics/ and the best model as a new MLflow run (e.g. after an outage)."""
+
+@dataclass(frozen=True)
+class RunFiles:
+    """The local outputs a run is re-logged from; the CLI fills them in from ``signflow.paths``."""
+
+    params: Path
+    history: Path
+    summaries: tuple[Path, ...]  # flat JSON metrics files (train, evaluate)
+    model: Path
+    reports: Path
+    run_file: Path  # where the new run id is recorded for later stages
+    root: Path  # the repository, for the git commit and the default store
+
+
+def relog_outputs(files: RunFiles, uri: str | None = None) -> str | None:
+    """Log params, per-epoch history, summaries, model and report as a new MLflow run (e.g. after an outage)."""
     import pandas as pd
 
     from signflow.config import flatten, load_params
 
-    params = load_params(root / "params.yaml")
-    metrics_dir = root / "metrics"
+    params = load_params(files.params)
     name = run_name_for(params.get("model", {}).get("backbone", "model"), str(params.get("strategy", "")))
-    tracker = Tracker(uri or resolve_tracking_uri(root))
-    if tracker.start(name, {"relogged": "true", "git_commit": git_commit(root)}) is None:
+    tracker = Tracker(uri or resolve_tracking_uri(files.root))
+    if tracker.start(name, {"relogged": "true", "git_commit": git_commit(files.root)}) is None:
         return None
     tracker.log_params(flatten(params))
-    history = metrics_dir / "train_history.csv"
-    if history.exists():
-        for row in pd.read_csv(history).to_dict(orient="records"):
+    if files.history.exists():
+        for row in pd.read_csv(files.history).to_dict(orient="records"):
             tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
-    for summary in ("train.json", "evaluate.json"):
-        if (metrics_dir / summary).exists():
-            tracker.log_metrics(json.loads((metrics_dir / summary).read_text()))
-    tracker.log_artifact(history)
-    tracker.log_artifact(root / "models" / "best.pt", "model")
-    tracker.log_artifact(root / "reports", "report")
+    for summary in files.summaries:
+        if summary.exists():
+            tracker.log_metrics(json.loads(summary.read_text()))
+    tracker.log_artifact(files.history)
+    tracker.log_artifact(files.model, "model")
+    tracker.log_artifact(files.reports, "report")
     tracker.end()
     if tracker.enabled:
-        write_json(root / "models" / "run.json", {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "run_name": name})
+        write_json(files.run_file, {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "run_name": name})
         return tracker.run_id
     return None
-
-
-def add_arguments(parser: Any) -> None:
-    parser.add_argument("--root", type=Path, default=Path("."), help="project root holding params.yaml, metrics/, models/")
-    parser.add_argument("--tracking-uri", default=None, help="MLflow URI (default: MLFLOW_TRACKING_URI or sqlite at the root)")
-
-
-def run(args: Any) -> int:
-    run_id = relog_outputs(args.root, args.tracking_uri)
-    if run_id is None:
-        log.error("could not log the run; is the tracking server reachable?")
-        return 1
-    log.info("logged run %s", run_id)
-    return 0

@@ -92,21 +92,6 @@ class Feeder(Protocol):
     def forward(self, x: torch.Tensor) -> torch.Tensor: ...
 
 
-def configure_runtime(cfg: TrainConfig) -> torch.device:
-    """Seed, threads from the available cores, deterministic kernels, the device.
-
-    Call it before building the model: the new head's initial weights come from
-    the global generator, so seeding later made every run start differently.
-    """
-    torch.manual_seed(cfg.seed)
-    torch.set_num_threads(resolve_workers(cfg.threads))
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    if cfg.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("params.yaml: train.device=cuda but no CUDA device is available; use auto or cpu")
-    use_cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
-    return torch.device("cuda" if use_cuda else "cpu")
-
-
 class ImageFeeder:
     """Augments uint8 batches on the fly and runs the whole model."""
 

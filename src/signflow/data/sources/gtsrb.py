@@ -18,17 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
-from signflow.archive import safe_extract_zip
-from signflow.download import fetch
-from signflow.records import RawRecord
+from signflow.data.archive import safe_extract_zip
+from signflow.data.fetch import fetch
+from signflow.data.records import RawRecord
 
 log = logging.getLogger(__name__)
 
-# Same URL and md5 as torchvision.datasets.GTSRB uses for the training split.
-GTSRB_TRAINING_URL = (
-    "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/GTSRB-Training_fixed.zip"
-)
-GTSRB_TRAINING_MD5 = "513f3c79a4c5141765e10e952eaa2478"
 DEFAULT_ARCHIVE_NAME = "GTSRB-Training_fixed.zip"  # used when a URL has no file name
 CSV_DELIMITER = ";"
 CSV_COLUMNS = ("Filename", "Width", "Height", "Roi.X1", "Roi.Y1", "Roi.X2", "Roi.Y2", "ClassId")

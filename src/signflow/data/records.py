@@ -4,6 +4,10 @@ A record is one image file of the raw dataset: where it is, which class it
 belongs to, which physical-sign track it comes from (frames of one track are
 near-identical, so splits must keep a track together) and its region of
 interest. Every later stage reads these, whatever the source.
+
+The download stage writes them into the raw dataset's directory, whose layout is
+defined here too: ``images/`` (usable images), ``index.csv`` (their records),
+``quarantine/`` and ``quarantine.csv`` (unusable files and why).
 """
 
 from __future__ import annotations
@@ -13,7 +17,13 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Iterable
 
+import pandas as pd
+
 from signflow.io import atomic_path
+
+IMAGES_DIR, QUARANTINE_DIR = "images", "quarantine"
+INDEX_FILE, QUARANTINE_FILE = "index.csv", "quarantine.csv"
+QUARANTINE_COLUMNS = ["path", "class_id", "reason"]
 
 
 @dataclass(frozen=True)
@@ -59,3 +69,8 @@ def read_records(path: Path) -> list[RawRecord]:
             RawRecord(**{k: int(v) if k in _INT_FIELDS else v for k, v in row.items()})
             for row in csv.DictReader(fh)
         ]
+
+
+def read_quarantine(raw_dir: Path) -> pd.DataFrame:
+    """The quarantine table (path, class_id, reason) of a raw dataset directory."""
+    return pd.read_csv(raw_dir / QUARANTINE_FILE, dtype=str)

@@ -1,4 +1,4 @@
-"""Stratified, track-grouped splitting.
+"""The split stage's library: stratified, track-grouped train/val/test manifests of the targets.
 
 GTSRB images come in tracks of up to 30 near-identical frames of one physical
 sign; an image-level split leaks them across train and test (why tutorials
@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
+from dataclasses import asdict
 from typing import Mapping, Sequence
 
 import numpy as np
+import pandas as pd
+
+from signflow.data.manifest import ROLE_TARGET, DataError
+from signflow.data.records import RECORD_FIELDS, RawRecord
 
 
 def _stratum_rng(seed: int, stratum: str) -> np.random.Generator:
@@ -66,3 +71,48 @@ def group_split(
     for stratum in sorted(sizes):
         assignment.update(_assign_groups(dict(sorted(sizes[stratum].items())), active, _stratum_rng(seed, stratum)))
     return [assignment[group] for group in groups]
+
+
+def check_classes(index: Sequence[RawRecord], class_ids: Sequence[str]) -> None:
+    """Fail, listing what the data has, when a configured target class is absent."""
+    available = {r.class_id for r in index}
+    missing = [c for c in class_ids if c not in available]
+    if missing:
+        raise DataError(
+            f"params.yaml: data.classes has ids {missing} not in the data; available: "
+            f"{sorted(available, key=lambda c: (len(c), c))}"
+        )
+
+
+def split_records(
+    records: Sequence[RawRecord], fractions: Mapping[str, float], seed: int, by_track: bool = True
+) -> dict[str, list[RawRecord]]:
+    """Split records stratified by class, keeping each track in one split."""
+    groups = [r.group if by_track else r.path for r in records]
+    names = group_split(groups, [r.class_id for r in records], fractions, seed)
+    out: dict[str, list[RawRecord]] = {name: [] for name in fractions}
+    for record, name in zip(records, names):
+        out[name].append(record)
+    return out
+
+
+def target_frame(records: Sequence[RawRecord], classes: Mapping[str, str]) -> pd.DataFrame:
+    """Manifest rows of target images: label and label index follow ``data.classes`` order."""
+    ids = list(classes)
+    frame = pd.DataFrame([asdict(r) for r in records], columns=RECORD_FIELDS)
+    return frame.assign(
+        label=frame["class_id"].map(classes),
+        label_idx=frame["class_id"].map({c: i for i, c in enumerate(ids)}).astype(int),
+        role=ROLE_TARGET,
+    )
+
+
+def split_targets(
+    index: Sequence[RawRecord], classes: Mapping[str, str], fractions: Mapping[str, float], seed: int,
+    by_track: bool = True,
+) -> dict[str, pd.DataFrame]:
+    """The split stage in one call: check the classes exist, split their images, one manifest per split."""
+    check_classes(index, list(classes))
+    targets = [r for r in index if r.class_id in classes]
+    parts = split_records(targets, fractions, seed, by_track)
+    return {name: target_frame(records, classes) for name, records in parts.items()}

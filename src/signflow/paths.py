@@ -1,0 +1,39 @@
+"""The project layout: where each stage reads and writes, relative to the repository root.
+
+The one place that knows ``data/``, ``models/``, ``metrics/`` and ``reports/``:
+stage scripts and the CLI's defaults take their paths from here and hand them
+to library functions, which never assume a layout. ``dvc.yaml`` declares the
+same paths as deps and outs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+PARAMS = Path("params.yaml")
+
+# download -> split -> add_unknown
+RAW_DIR = Path("data/raw")  # images/, quarantine/, index.csv, quarantine.csv (signflow.data.records)
+DOWNLOAD_CACHE = Path("data/downloads")  # git-ignored; keeps the archive so a re-run does not fetch again
+SPLIT_DIR = Path("data/split")  # {train,val,test}.csv: target manifests
+DATASET_DIR = Path("data/dataset")  # {split}.csv + {split}.npy: every image decoded once
+
+# train
+MODELS_DIR = Path("models")
+BEST_MODEL = MODELS_DIR / "best.pt"
+RUN_FILE = MODELS_DIR / "run.json"  # the MLflow run evaluate and report log into
+
+# metrics/ (in git: a pull request shows their diff)
+METRICS_DIR = Path("metrics")
+DATA_SUMMARY = METRICS_DIR / "data.json"
+TRAIN_SUMMARY = METRICS_DIR / "train.json"
+TRAIN_HISTORY = METRICS_DIR / "train_history.csv"
+EVALUATE_METRICS = METRICS_DIR / "evaluate.json"
+PER_CLASS = METRICS_DIR / "per_class.csv"
+CONFUSION = METRICS_DIR / "confusion.csv"
+PREDICTIONS = METRICS_DIR / "predictions.csv"
+ROC = METRICS_DIR / "roc.csv"
+RELIABILITY = METRICS_DIR / "reliability.csv"
+CLASSIFICATION_REPORT = METRICS_DIR / "classification_report.txt"
+
+REPORTS_DIR = Path("reports")  # report.md and its PNGs, in git (renders on GitHub)

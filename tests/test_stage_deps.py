@@ -1,0 +1,105 @@
+"""dvc.yaml deps equal each stage's real imports, and the train fingerprint follows the same closure.
+
+A stage whose deps miss a module it runs leaves stale results after that
+module changes (`dvc repro` sees nothing to do); a dep it does not run re-runs
+it for nothing. The closure is found statically (``signflow.codegraph``).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from signflow.codegraph import import_closure, module_file
+
+REPO = Path(__file__).resolve().parents[1]
+CODE_ROOTS = ("src/", "stages/")
+
+
+def _stages() -> dict[str, dict]:
+    return yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+
+
+def _script(stage: dict) -> Path:
+    return REPO / stage["cmd"].split()[-1]
+
+
+def _code_deps(stage: dict) -> list[str]:
+    return [d for d in stage.get("deps", []) if isinstance(d, str) and d.startswith(CODE_ROOTS)]
+
+
+def _covers(dep: str, file: str) -> bool:
+    return file == dep or file.startswith(dep.rstrip("/") + "/")
+
+
+def _closure(stage: dict) -> list[str]:
+    return [p.relative_to(REPO).as_posix() for p in import_closure(_script(stage))]
+
+
+@pytest.mark.parametrize("name", sorted(_stages()))
+def test_stage_deps_cover_exactly_the_modules_the_stage_imports(name: str) -> None:
+    stage = _stages()[name]
+    closure, deps = _closure(stage), _code_deps(stage)
+    missing = [f for f in closure if not any(_covers(d, f) for d in deps)]
+    unused = [d for d in deps if not any(_covers(d, f) for f in closure)]
+    assert not missing, f"dvc.yaml stage {name!r} runs these modules but does not list them as deps: {missing}"
+    assert not unused, f"dvc.yaml stage {name!r} lists deps it never imports (re-runs for nothing): {unused}"
+    # A directory dep must not cover files the stage does not run either.
+    for dep in deps:
+        if (REPO / dep).is_dir():
+            extra = sorted(p.relative_to(REPO).as_posix() for p in (REPO / dep).rglob("*.py")
+                           if p.relative_to(REPO).as_posix() not in closure)
+            assert not extra, f"dvc.yaml stage {name!r}: dep {dep} also covers {extra}, which it never runs"
+
+
+def test_closure_follows_imports_inside_functions_and_skips_type_checking(tmp_path: Path) -> None:
+    script = tmp_path / "stage.py"
+    script.write_text(
+        "from typing import TYPE_CHECKING\n"
+        "if TYPE_CHECKING:\n    from signflow.predict import Result\n"
+        "def main():\n    from signflow.data.raw import materialise\n"
+    )
+    files = {p.relative_to(REPO).as_posix() for p in import_closure(script) if p != script.resolve()}
+    assert "src/signflow/data/raw.py" in files  # imported inside a function
+    assert "src/signflow/data/sources/gtsrb.py" in files  # raw.py imports it lazily, inside a registry entry
+    assert "src/signflow/data/__init__.py" in files and "src/signflow/__init__.py" in files  # packages run too
+    assert "src/signflow/predict.py" not in files  # type-only import: never runs
+    assert module_file("numpy") is None and module_file("signflow.nope") is None
+
+
+def test_config_is_the_ground_floor() -> None:
+    """config.py imports no project module but the pure-data catalog, and nothing heavy."""
+    files = {p.relative_to(REPO).as_posix() for p in import_closure(REPO / "src/signflow/config.py")}
+    assert files == {"src/signflow/__init__.py", "src/signflow/catalog.py", "src/signflow/config.py"}
+    source = (REPO / "src/signflow/config.py").read_text() + (REPO / "src/signflow/catalog.py").read_text()
+    for heavy in ("torch", "cv2", "tqdm", "pandas", "numpy"):
+        assert f"import {heavy}" not in source and f"from {heavy}" not in source
+
+
+def test_train_fingerprint_follows_the_train_closure_only(tmp_path: Path) -> None:
+    """Editing report.py leaves the resume fingerprint alone; editing train.py changes it."""
+    from signflow.config import Config
+    from signflow.experiment import fingerprint
+
+    src = tmp_path / "repo"
+    shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+    shutil.copytree(REPO / "stages", src / "stages")
+    package = src / "src" / "signflow"
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    for split in ("train", "val"):
+        (dataset / f"{split}.csv").write_text("path,label_idx\n")
+
+    def current() -> str:
+        return fingerprint(Config(), dataset, import_closure(src / "stages" / "train.py", package))
+
+    before = current()
+    with open(package / "report.py", "a") as fh:
+        fh.write("\n# an edit to the report\n")
+    assert current() == before
+    with open(package / "train.py", "a") as fh:
+        fh.write("\n# an edit to the loop\n")
+    assert current() != before
