@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Stage commands call `python`: the venv's must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast bench pr-report clean
+.PHONY: install run test test-fast lint bench pr-report clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,10 @@ run: install
 # pytest exits 5 when it collected no test: that is a failure of the suite here too.
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# ruff: pycodestyle, pyflakes, import order, bugbear, pyupgrade (pyproject.toml [tool.ruff]).
+lint: install
+	$(BIN)/ruff check .
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

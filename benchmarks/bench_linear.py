@@ -30,18 +30,20 @@ import logging
 import statistics
 import tempfile
 import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 
-import common
 import signflow.train as train_module
 from signflow.config import Config
 from signflow.experiment import build_model, checkpoint_meta
 from signflow.runtime import configure_runtime
 from signflow.train import ArraySet, TrainResult, fit
+
+import common
 
 STRATEGY = "linear"
 EPOCHS, EPOCHS_QUICK = 5, 2

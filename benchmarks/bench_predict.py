@@ -32,13 +32,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-import common
 from signflow.checkpoint import save_checkpoint
 from signflow.config import SPLIT_NAMES, Config
 from signflow.data.manifest import read_manifest
 from signflow.experiment import build_model, checkpoint_meta
 from signflow.inference import LoadedModel, load_model, predict_probs
 from signflow.predict import decode_many, predict_files
+
+import common
 
 FILES, FILES_QUICK = 2000, 200
 BATCH_SIZE = 256  # `signflow predict --batch-size` default

@@ -33,12 +33,13 @@ import torch
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-import common
 from signflow.config import Config
 from signflow.experiment import build_model, checkpoint_meta
 from signflow.models import resolve_backbone
 from signflow.runtime import configure_runtime
 from signflow.train import fit, train_transform
+
+import common
 
 STRATEGY = "full"  # every layer trains: the step the whole pipeline is sized for
 # Model-limit passes: batches of random tensors per timed pass, and untimed warm-up steps

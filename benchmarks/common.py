@@ -23,8 +23,9 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -32,19 +33,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from signflow.data.archive import safe_extract_zip
 from signflow.config import SPLIT_NAMES, Config, TrainConfig, load_config
+from signflow.data.archive import safe_extract_zip
+from signflow.data.sources.gtsrb import read_gtsrb_tree
 from signflow.data.split import split_targets
 from signflow.data.unknown import build_dataset
 from signflow.experiment import load_labelled
-from signflow.data.images import ImageLimits
-from signflow.io import atomic_path
 from signflow.logs import setup_logging
-from signflow.data.sources.gtsrb import read_gtsrb_tree
+from signflow.parallel import available_cores  # noqa: F401 (used by the bench scripts)
 from signflow.strategies import apply_train_mode, param_groups
 from signflow.train import ArraySet, make_optimizer
-
-from signflow.parallel import available_cores  # noqa: F401 (used by the bench scripts)
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"

@@ -17,10 +17,11 @@ def main() -> None:
     setup_logging()
     cfg = load_config(paths.PARAMS)
     loaded = load_model(paths.BEST_MODEL, configure_runtime(cfg.train))
-    val, test = (score_split(loaded, *load_split(paths.DATASET_DIR, n), cfg.evaluate.batch_size) for n in ("val", "test"))
+    val, test = (score_split(loaded, *load_split(paths.DATASET_DIR, name), cfg.evaluate.batch_size)
+                 for name in ("val", "test"))
     result = evaluate(loaded, val, test, cfg.evaluate)
-    tables = {paths.PER_CLASS: result.per_class, paths.CONFUSION: result.confusion, paths.PREDICTIONS: result.predictions,
-              paths.ROC: result.roc, paths.RELIABILITY: result.reliability}
+    tables = {paths.PER_CLASS: result.per_class, paths.CONFUSION: result.confusion,
+              paths.PREDICTIONS: result.predictions, paths.ROC: result.roc, paths.RELIABILITY: result.reliability}
     write_json(paths.EVALUATE_METRICS, result.metrics)
     for path, table in tables.items():
         with atomic_path(path) as tmp:

@@ -164,7 +164,8 @@ def test_unknown_classes_overlapping_heldout_fails(real_params: dict[str, Any]) 
 
 @pytest.mark.parametrize(
     ("parent", "typo"),
-    [("", "stratgy"), ("data", "sourse"), ("data.gtsrb", "urll"), ("train.augment", "hflipp"), ("unknown", "max_image")],
+    [("", "stratgy"), ("data", "sourse"), ("data.gtsrb", "urll"), ("train.augment", "hflipp"),
+     ("unknown", "max_image")],
 )
 def test_unknown_key_fails_anywhere(real_params: dict[str, Any], parent: str, typo: str) -> None:
     params = copy.deepcopy(real_params)

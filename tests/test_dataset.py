@@ -10,12 +10,19 @@ import pytest
 
 from signflow.data.arrays import load_split, write_split
 from signflow.data.decode import DECODE_CHUNK, decode_frame
-from signflow.data.manifest import HELDOUT_LABEL_IDX, MANIFEST_COLUMNS, ROLE_HELDOUT, ROLE_TARGET, ROLE_UNKNOWN, DataError, to_frame
+from signflow.data.images import BadImageError, ImageLimits, read_rgb
+from signflow.data.manifest import (
+    HELDOUT_LABEL_IDX,
+    MANIFEST_COLUMNS,
+    ROLE_HELDOUT,
+    ROLE_TARGET,
+    ROLE_UNKNOWN,
+    DataError,
+    to_frame,
+)
+from signflow.data.records import QUARANTINE_COLUMNS, RawRecord
 from signflow.data.split import check_classes, target_frame
 from signflow.data.summary import summarize
-from signflow.data.images import BadImageError, ImageLimits, read_rgb
-from signflow.data.records import QUARANTINE_COLUMNS
-from signflow.data.records import RawRecord
 
 LIMITS = ImageLimits(min_side=8, max_side=4096)
 SIZE = 16
@@ -26,7 +33,8 @@ def _folder_records(root: Path) -> list[RawRecord]:
     for path in sorted(root.rglob("*.png")):
         height, width = read_rgb(path).shape[:2]
         # a box a few pixels inside the border, like GTSRB's ROI
-        records.append(RawRecord(str(path.relative_to(root)), path.parent.name, path.stem[:5], width, height, 2, 3, width - 4, height - 2))
+        roi = (2, 3, width - 4, height - 2)
+        records.append(RawRecord(str(path.relative_to(root)), path.parent.name, path.stem[:5], width, height, *roi))
     return records
 
 
@@ -100,7 +108,8 @@ def test_summarize_counts(make_records) -> None:
         "val": heldout,
         "test": pd.DataFrame(columns=MANIFEST_COLUMNS),
     }
-    quarantine = pd.DataFrame([("1/x.png", "1", "empty file"), ("1/y.png", "1", "not an image"), ("12/z.png", "12", "empty file")], columns=QUARANTINE_COLUMNS)
+    bad = [("1/x.png", "1", "empty file"), ("1/y.png", "1", "not an image"), ("12/z.png", "12", "empty file")]
+    quarantine = pd.DataFrame(bad, columns=QUARANTINE_COLUMNS)
 
     summary = summarize(frames, quarantine)
 
@@ -109,7 +118,8 @@ def test_summarize_counts(make_records) -> None:
     assert train["tracks"] == 6  # class-qualified: track 00000 of classes 12, 13, 1, 2 are different tracks
     assert train["per_label"] == {"a": 5, "b": 1, "unknown": 4}
     assert train["per_role"] == {ROLE_TARGET: 6, ROLE_UNKNOWN: 4}
-    assert summary["splits"]["val"] == {"images": 4, "tracks": 1, "per_label": {"unknown": 4}, "per_role": {ROLE_HELDOUT: 4}}
+    expected = {"images": 4, "tracks": 1, "per_label": {"unknown": 4}, "per_role": {ROLE_HELDOUT: 4}}
+    assert summary["splits"]["val"] == expected
     assert summary["splits"]["test"]["images"] == 0 and summary["splits"]["test"]["tracks"] == 0
     assert summary["quarantined"]["count"] == 3
     assert summary["quarantined"]["per_class"] == {"1": 2, "12": 1}

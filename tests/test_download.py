@@ -8,14 +8,15 @@ import os
 import socket
 import stat
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from http_server import LoopbackServer
 
 from signflow.data.archive import UnsafeArchiveError, safe_extract_zip
 from signflow.data.fetch import DownloadError, fetch, md5_file
+
+from http_server import LoopbackServer
 
 PAYLOAD_SIZE = 300_000  # a few chunks of CHUNK, small enough to be instant
 CHUNK = 1 << 14

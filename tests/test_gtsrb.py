@@ -12,11 +12,10 @@ import logging
 import os
 import zipfile
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from http_server import LoopbackServer
 
 from signflow.config import GTSRB_TRAINING_MD5, GTSRB_TRAINING_URL
 from signflow.data.records import RawRecord
@@ -26,6 +25,8 @@ from signflow.data.sources.gtsrb import (
     read_gtsrb_tree,
     scan_gtsrb_tree,
 )
+
+from http_server import LoopbackServer
 
 SHARED = Path(os.environ.get("SIGNFLOW_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
 SUBSET_ZIP = SHARED / "data" / "gtsrb" / "GTSRB-Training_subset.zip"

@@ -16,8 +16,7 @@ from PIL import ImageFile
 from signflow.config import ConfigError, DataConfig, from_mapping
 from signflow.data.images import BadImageError, ImageLimits, check_image, crop_and_resize, read_rgb
 from signflow.data.raw import DATA_SOURCES, materialise, validate_images
-from signflow.data.records import INDEX_FILE, QUARANTINE_COLUMNS, QUARANTINE_FILE
-from signflow.data.records import RawRecord, read_records
+from signflow.data.records import INDEX_FILE, QUARANTINE_COLUMNS, QUARANTINE_FILE, RawRecord, read_records
 
 LIMITS = ImageLimits(min_side=8, max_side=4096)
 
@@ -204,7 +203,8 @@ def test_validate_images_splits_good_and_bad(image_folder: Path) -> None:
 
 
 def test_validate_images_all_good_gives_empty_table(image_folder: Path) -> None:
-    records = [RawRecord(str(p.relative_to(image_folder)), p.parent.name, p.stem[:5]) for p in image_folder.rglob("*.png")]
+    files = image_folder.rglob("*.png")
+    records = [RawRecord(str(p.relative_to(image_folder)), p.parent.name, p.stem[:5]) for p in files]
     good, bad = validate_images(image_folder, records, LIMITS, workers=1)
     assert good == records and bad.empty and list(bad.columns) == QUARANTINE_COLUMNS
 
@@ -256,7 +256,8 @@ def test_materialise_folder_quarantines_bad_files(tmp_path: Path, image_folder: 
 
 
 def test_materialise_folder_missing_path_fails_and_leaves_nothing(tmp_path: Path) -> None:
-    cfg = from_mapping(DataConfig, {"source": "folder", "classes": {"0": "a"}, "folder": {"path": str(tmp_path / "nope")}}, "data")
+    folder = {"path": str(tmp_path / "nope")}
+    cfg = from_mapping(DataConfig, {"source": "folder", "classes": {"0": "a"}, "folder": folder}, "data")
     with pytest.raises(FileNotFoundError, match=r"data\.folder\.path"):
         materialise(cfg, tmp_path / "raw", tmp_path / "cache")
     assert not (tmp_path / "raw").exists()

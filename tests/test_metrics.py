@@ -216,7 +216,7 @@ def test_choose_threshold_sees_only_validation() -> None:
     test_b = m.openset_accuracy(np.array([0.4, 0.8]), preds, labels, known, t, None)
     assert (test_a, test_b) == (1.0, 0.0)
     assert m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT) == t
-    for arr, orig in zip((VAL_SCORES, VAL_KNOWN, VAL_CORRECT), before):
+    for arr, orig in zip((VAL_SCORES, VAL_KNOWN, VAL_CORRECT), before, strict=True):
         np.testing.assert_array_equal(arr, orig)  # inputs untouched
 
 

@@ -80,7 +80,7 @@ def test_efficientnet_lite0_imagenet_loads_package_tensors_in_order() -> None:
     loaded = list(model.backbone.state_dict().values())
     assert len(loaded) == len(package)
     assert torch.equal(model.backbone.conv_stem.weight, package[0])
-    assert all(torch.equal(a, b) for a, b in zip(loaded, package))
+    assert all(torch.equal(a, b) for a, b in zip(loaded, package, strict=True))
     fresh = create_model("efficientnet_lite0", NUM_CLASSES, weights="none")
     assert not torch.equal(fresh.backbone.conv_stem.weight, package[0])
     _check_model(model, SMALL_SIZE)

@@ -10,16 +10,18 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from project_copy import Project, copy_project
 from signflow.checkpoint import load_checkpoint
 from signflow.experiment import HISTORY_COLUMNS
+
+from project_copy import Project, copy_project
 
 pytestmark = pytest.mark.slow
 

@@ -301,7 +301,7 @@ def test_batch_results_equal_single_file_results(monkeypatch, checkpoint, image_
     batched = predict.predict_files(loaded, paths, top_k=5, batch_size=3, workers=2)
     single = [predict.predict_files(loaded, [p], top_k=5, batch_size=1, workers=1)[0] for p in paths]
     assert [r["path"] for r in batched] == [r["path"] for r in single]
-    for b, s in zip(batched, single):
+    for b, s in zip(batched, single, strict=True):
         assert b.keys() == s.keys()
         if "error" in b:
             assert b["error"] == s["error"]
@@ -318,7 +318,8 @@ def test_console_script(repo_root, checkpoint, image_files, bad_inputs):
     assert pyproject["project"]["scripts"]["signflow"] == "signflow.cli:main"
     script = Path(sys.executable).parent / "signflow"
     command = [str(script)] if script.exists() else [sys.executable, "-m", "signflow"]
-    args = ["predict", str(image_files[0]), str(bad_inputs[0]), "--model", str(checkpoint), "--json", "--threshold", "0"]
+    args = ["predict", str(image_files[0]), str(bad_inputs[0]), "--model", str(checkpoint), "--json",
+            "--threshold", "0"]
     done = subprocess.run([*command, *args], capture_output=True, text=True, timeout=120, cwd=repo_root)
     assert done.returncode == EXIT_FILES_FAILED, done.stderr
     results = json.loads(done.stdout)

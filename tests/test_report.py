@@ -29,13 +29,13 @@ from signflow.checkpoint import save_checkpoint
 from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, EvaluateConfig, load_config, load_params
 from signflow.data.arrays import write_split
 from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_UNKNOWN, to_frame
+from signflow.data.records import RawRecord
 from signflow.data.split import target_frame
 from signflow.data.summary import summarize
 from signflow.evaluation import evaluate, score_split
 from signflow.experiment import HISTORY_COLUMNS, build_model, checkpoint_meta
 from signflow.inference import load_model
 from signflow.io import write_json, write_text
-from signflow.data.records import RawRecord
 from signflow.report import (
     LEAST_CONFIDENT_PNG,
     MAX_QUARANTINE_LISTED,
@@ -73,7 +73,8 @@ def _split_frame(classes: dict[str, str], n_targets: int, heldout: bool) -> pd.D
     parts = [target_frame([r for c in classes for r in _records(c, 1)], classes)]
     parts.append(to_frame([r for c in UNKNOWN_IDS for r in _records(c, 1)], UNKNOWN_NAME, n_targets, ROLE_UNKNOWN))
     if heldout:
-        parts.append(to_frame([r for c in HELDOUT_IDS for r in _records(c, 1)], UNKNOWN_NAME, HELDOUT_LABEL_IDX, ROLE_HELDOUT))
+        heldout = [r for c in HELDOUT_IDS for r in _records(c, 1)]
+        parts.append(to_frame(heldout, UNKNOWN_NAME, HELDOUT_LABEL_IDX, ROLE_HELDOUT))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -228,7 +229,8 @@ def test_samples_cover_every_label_and_heldout_class(inputs: ReportInputs) -> No
 def test_empty_inputs_still_give_a_figure(tmp_path: Path) -> None:
     plots.plot_image_grid(np.empty((0, 8, 8, 3), dtype=np.uint8), [], tmp_path / "grid.png", cols=4)
     plots.plot_roc(pd.DataFrame(columns=["fpr", "tpr", "threshold"]), None, tmp_path / "roc.png")
-    plots.plot_probability_bars(np.empty((0, 8, 8, 3), dtype=np.uint8), np.empty((0, 2)), ["a", "b"], [], tmp_path / "p.png")
+    no_images = np.empty((0, 8, 8, 3), dtype=np.uint8)
+    plots.plot_probability_bars(no_images, np.empty((0, 2)), ["a", "b"], [], tmp_path / "p.png")
     for name in ("grid.png", "roc.png", "p.png"):
         assert (tmp_path / name).read_bytes().startswith(PNG_SIGNATURE)
 
@@ -259,7 +261,8 @@ def test_stage_writes_report_and_logs_to_mlflow(project: Path, repo_root: Path, 
 
 
 def test_long_quarantine_list_is_capped(inputs: ReportInputs) -> None:
-    files = [{"path": f"12/{i:05d}.ppm", "class_id": "12", "reason": "unreadable"} for i in range(MAX_QUARANTINE_LISTED + 3)]
+    files = [{"path": f"12/{i:05d}.ppm", "class_id": "12", "reason": "unreadable"}
+             for i in range(MAX_QUARANTINE_LISTED + 3)]
     summary = {**inputs.data_summary, "quarantined": {"count": len(files), "files": files}}
     text = render_markdown(dataclasses.replace(inputs, data_summary=summary), {})
     assert files[MAX_QUARANTINE_LISTED - 1]["path"] in text and files[-1]["path"] not in text

@@ -7,8 +7,7 @@ from collections import Counter, defaultdict
 import numpy as np
 import pytest
 
-from signflow.data.split import split_records
-from signflow.data.split import group_split
+from signflow.data.split import group_split, split_records
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 
@@ -28,7 +27,7 @@ def _random_items(rng: np.random.Generator, n_classes: int) -> tuple[list[str], 
 
 def _group_splits(groups: list[str], names: list[str]) -> dict[str, set[str]]:
     seen: dict[str, set[str]] = defaultdict(set)
-    for group, name in zip(groups, names):
+    for group, name in zip(groups, names, strict=True):
         seen[group].add(name)
     return seen
 
@@ -36,7 +35,7 @@ def _group_splits(groups: list[str], names: list[str]) -> dict[str, set[str]]:
 @pytest.mark.parametrize("seed", range(25))
 def test_random_draws_keep_groups_whole_and_counts_near_target(seed: int) -> None:
     rng = np.random.default_rng(1000 + seed)
-    fractions = dict(zip(FRACTIONS, rng.dirichlet([4, 1, 1]))) if seed % 2 else FRACTIONS
+    fractions = dict(zip(FRACTIONS, rng.dirichlet([4, 1, 1]), strict=True)) if seed % 2 else FRACTIONS
     groups, strata, sizes = _random_items(rng, n_classes=4)
     names = group_split(groups, strata, fractions, seed)
 
@@ -58,7 +57,7 @@ def test_deterministic_and_independent_of_input_order() -> None:
 
     order = rng.permutation(len(groups))
     shuffled = group_split([groups[i] for i in order], [strata[i] for i in order], FRACTIONS, seed=3)
-    assert {groups[i]: name for i, name in zip(order, shuffled)} == dict(zip(groups, first))
+    assert {groups[i]: name for i, name in zip(order, shuffled, strict=True)} == dict(zip(groups, first, strict=True))
 
 
 def test_different_seed_gives_different_assignment() -> None:

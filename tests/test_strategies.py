@@ -93,9 +93,9 @@ def test_partial_trains_last_blocks_and_head(name: str, unfreeze: int) -> None:
     blocks, head = _block_states(model), _snapshot(model.head)
     _train(model, "partial", unfreeze)
     split = len(model.blocks) - unfreeze
-    for block, before in zip(model.blocks[:split], blocks[:split]):
+    for block, before in zip(model.blocks[:split], blocks[:split], strict=True):
         assert _same_state(block, before)
-    for block, before in zip(model.blocks[split:], blocks[split:]):
+    for block, before in zip(model.blocks[split:], blocks[split:], strict=True):
         assert _all_params_changed(block, before)
     assert _all_params_changed(model.head, head)
     assert len(frozen_modules(model, "partial", unfreeze)) == split

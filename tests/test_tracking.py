@@ -12,8 +12,8 @@ import logging
 import os
 import shutil
 import socket
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import mlflow
 import pytest
@@ -130,7 +130,7 @@ def test_failing_body_marks_the_run_killed_and_reraises(store_uri: str, tmp_path
     with pytest.raises(ZeroDivisionError):
         with tracked_run(tmp_path / "run.json", "boom", {}, reuse=False, uri=store_uri) as tracker:
             tracker.log_metrics({"train_loss": 1.0}, step=0)
-            1 / 0
+            raise ZeroDivisionError("boom")
     run = MlflowClient(tracking_uri=store_uri).get_run(tracker.run_id)
     assert run.info.status == "KILLED"
     assert run.data.metrics == {"train_loss": 1.0}
@@ -199,7 +199,8 @@ def test_unreachable_server_warns_once_and_the_work_completes(
 
 
 def _fake_project(root: Path) -> dict:
-    params = {"strategy": "linear", "model": {"backbone": "simple_cnn", "dropout": 0.2}, "train": {"lr": 0.01, "epochs": 2}}
+    params = {"strategy": "linear", "model": {"backbone": "simple_cnn", "dropout": 0.2},
+              "train": {"lr": 0.01, "epochs": 2}}
     (root / "metrics").mkdir(parents=True)
     (root / "models").mkdir()
     (root / "params.yaml").write_text(yaml.safe_dump(params))
@@ -207,7 +208,8 @@ def _fake_project(root: Path) -> dict:
     (root / "metrics" / "train_history.csv").write_text(
         "epoch,train_loss,val_accuracy\n0,1.25,0.6\n1,0.75,0.8\n"
     )
-    (root / "metrics" / "evaluate.json").write_text(json.dumps({"test_accuracy": 0.7, "top@1": 0.7, "per_class": {"a": 1}}))
+    evaluation = {"test_accuracy": 0.7, "top@1": 0.7, "per_class": {"a": 1}}
+    (root / "metrics" / "evaluate.json").write_text(json.dumps(evaluation))
     (root / "models" / "best.pt").write_bytes(b"not really a checkpoint")
     return params
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -21,6 +22,7 @@ from signflow.checkpoint import CheckpointError, load_checkpoint
 from signflow.config import AugmentConfig, Config, load_config
 from signflow.experiment import build_model, checkpoint_meta, fingerprint
 from signflow.models import SignModel, create_model
+from signflow.runtime import configure_runtime
 from signflow.train import (
     BEST_FILE,
     LAST_FILE,
@@ -35,7 +37,6 @@ from signflow.train import (
     fit,
     lr_factor,
 )
-from signflow.runtime import configure_runtime
 from signflow.transforms import Normalization, eval_transform, random_homographies, train_transform
 
 SIZE = 32
@@ -84,7 +85,7 @@ def val_set() -> ArraySet:
 def base_cfg(repo_root: Path) -> Config:
     """The real params.yaml shrunk: 4 known classes, 32 px, one epoch, small batches, one thread."""
     cfg = load_config(repo_root / "params.yaml")
-    classes = dict(zip([str(i) for i in range(len(COLOURS))], ["red", "green", "blue", "yellow"]))
+    classes = dict(zip([str(i) for i in range(len(COLOURS))], ["red", "green", "blue", "yellow"], strict=True))
     return dataclasses.replace(
         cfg,
         data=dataclasses.replace(cfg.data, classes=classes, image_size=SIZE),
@@ -203,7 +204,7 @@ def test_partial_changes_only_the_last_block_and_head(base_cfg, train_set, val_s
 
     _fit(model, cfg, train_set, val_set, tmp_path, device)
 
-    for index, (block, before) in enumerate(zip(model.blocks[:-1], frozen)):
+    for index, (block, before) in enumerate(zip(model.blocks[:-1], frozen, strict=True)):
         assert _changed(block, before) == [], f"frozen block {index} changed"
     assert _params_not_changed(model.blocks[-1], last) == []
     assert _params_not_changed(model.head, head) == []
@@ -373,7 +374,7 @@ def test_lr_factor_warms_up_linearly_then_decays_by_cosine() -> None:
     assert lr_factor(10, total, warmup) == pytest.approx(0.0, abs=1e-12)
     assert lr_factor(15, total, warmup) == pytest.approx(0.0, abs=1e-12)  # clamped past the end
     decay = [lr_factor(s, total, warmup) for s in range(warmup, total + 1)]
-    assert all(a > b for a, b in zip(decay, decay[1:]))
+    assert all(a > b for a, b in zip(decay, decay[1:], strict=False))
     assert lr_factor(0, total, 0) == pytest.approx(1.0)  # no warm-up
 
 
@@ -432,7 +433,7 @@ def test_feature_feeder_serves_cached_rows_of_random_views() -> None:
     for _ in range(10):
         batch = feeder.train_batch(idx, gen)
         assert batch.shape == (len(idx), width)
-        for row, i in zip(batch, idx.tolist()):
+        for row, i in zip(batch, idx.tolist(), strict=True):
             matches = [v for v in range(3) if torch.equal(row, features[v, i])]
             assert len(matches) == 1
             used_views.add(matches[0])
@@ -542,7 +543,9 @@ def test_configure_runtime_seeds_the_model_initialisation(base_cfg) -> None:
     assert not torch.equal(build_model(other).head.fc.weight, first["head.fc.weight"])
 
 
-def test_patience_running_out_on_the_last_epoch_is_not_an_early_stop(base_cfg, train_set, val_set, tmp_path, device) -> None:
+def test_patience_running_out_on_the_last_epoch_is_not_an_early_stop(
+    base_cfg, train_set, val_set, tmp_path, device
+) -> None:
     cfg = _cfg(base_cfg, "linear", backbone="simple_cnn", weights="none", epochs=2, lr=1e-12, patience=1)
     result = _fit(build_model(cfg), cfg, train_set, val_set, tmp_path, device)
     assert len(result.history) == 2 and not result.stopped_early

@@ -8,8 +8,7 @@ import pandas as pd
 import pytest
 
 from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_UNKNOWN, DataError
-from signflow.data.unknown import build_open_set
-from signflow.data.unknown import resolve_unknown_classes, sample_balanced, water_fill
+from signflow.data.unknown import build_open_set, resolve_unknown_classes, sample_balanced, water_fill
 
 FRACTIONS = {"train": 0.8, "val": 0.1, "test": 0.1}
 TARGETS = ["12", "13"]

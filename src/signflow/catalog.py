@@ -14,9 +14,9 @@ checked against ``signflow.data.raw.DATA_SOURCES`` as that stage starts.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping
 
 # Which backbone modules train, per strategy (the code for each lives in strategies.py).
 TRAINS_HEAD_ONLY, TRAINS_LAST_BLOCKS, TRAINS_ALL = "head_only", "last_blocks", "all"
@@ -34,10 +34,11 @@ class StrategySpec:
 
 STRATEGIES: Mapping[str, StrategySpec] = MappingProxyType(
     {
-        "linear": StrategySpec(pretrained=True, frozen_backbone=True, scaled_backbone_lr=False, trains=TRAINS_HEAD_ONLY),
-        "partial": StrategySpec(pretrained=True, frozen_backbone=False, scaled_backbone_lr=True, trains=TRAINS_LAST_BLOCKS),
-        "full": StrategySpec(pretrained=True, frozen_backbone=False, scaled_backbone_lr=True, trains=TRAINS_ALL),
-        "scratch": StrategySpec(pretrained=False, frozen_backbone=False, scaled_backbone_lr=False, trains=TRAINS_ALL),
+        # name: StrategySpec(pretrained, frozen_backbone, scaled_backbone_lr, trains)
+        "linear": StrategySpec(True, True, False, TRAINS_HEAD_ONLY),
+        "partial": StrategySpec(True, False, True, TRAINS_LAST_BLOCKS),
+        "full": StrategySpec(True, False, True, TRAINS_ALL),
+        "scratch": StrategySpec(False, False, False, TRAINS_ALL),
     }
 )
 

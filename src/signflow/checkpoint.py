@@ -16,7 +16,9 @@ import torch
 from signflow.io import atomic_path
 
 FORMAT_VERSION = 1
-REQUIRED_KEYS = frozenset({"format", "model", "epoch", "config", "class_names", "normalization", "image_size", "backbone"})
+REQUIRED_KEYS = frozenset(
+    {"format", "model", "epoch", "config", "class_names", "normalization", "image_size", "backbone"}
+)
 
 
 class CheckpointError(RuntimeError):

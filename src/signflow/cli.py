@@ -11,8 +11,9 @@ import argparse
 import json
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, NamedTuple, Sequence
+from typing import TYPE_CHECKING, NamedTuple
 
 from signflow import paths, prreport
 from signflow.config import DEVICES
@@ -86,8 +87,8 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 def _load(model_path: Path, device_name: str) -> LoadedModel:
     """The model, or ValueError with one readable line when the checkpoint cannot be used."""
     from signflow.checkpoint import CheckpointError
-    from signflow.runtime import DeviceUnavailableError, resolve_device
     from signflow.inference import load_model
+    from signflow.runtime import DeviceUnavailableError, resolve_device
 
     try:
         device = resolve_device(device_name, "--device")
@@ -170,8 +171,10 @@ def _run_log_run(args: argparse.Namespace) -> int:
 COMMANDS: dict[str, Command] = {
     "predict": Command("classify image files with a trained checkpoint", _add_predict_arguments, _run_predict),
     "list-backbones": Command("list the backbones model.backbone accepts", _add_no_arguments, _run_list_backbones),
-    "pr-report": Command("markdown of params/metrics/plots changes against a base ref", prreport.add_arguments, prreport.run),
-    "log-run": Command("re-log params, metrics and model to MLflow from local outputs", _add_log_run_arguments, _run_log_run),
+    "pr-report": Command("markdown of params/metrics/plots changes against a base ref",
+                         prreport.add_arguments, prreport.run),
+    "log-run": Command("re-log params, metrics and model to MLflow from local outputs",
+                       _add_log_run_arguments, _run_log_run),
 }
 
 

@@ -14,8 +14,8 @@ exactly it, and the train stage's resume fingerprint hashes exactly it.
 from __future__ import annotations
 
 import ast
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import signflow
 

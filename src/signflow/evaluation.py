@@ -107,7 +107,8 @@ def evaluate(loaded: LoadedModel, val: Scored, test: Scored, cfg: EvaluateConfig
     labels, probs = test.frame["label_idx"].to_numpy()[mask], test.probs[mask]
     preds = probs.argmax(axis=1)
     closed = classification_metrics(labels, probs, names, cfg.ece_bins)
-    val_closed = classification_metrics(val.frame["label_idx"].to_numpy()[val.labelled], val.probs[val.labelled], names, cfg.ece_bins)
+    val_labels = val.frame["label_idx"].to_numpy()[val.labelled]
+    val_closed = classification_metrics(val_labels, val.probs[val.labelled], names, cfg.ece_bins)
     opened = open_set(val, test, loaded.unknown_index)
     t_scores, t_known, _, _ = _openset_view(test)
     roc_rows = roc_points(t_scores[t_known], t_scores[~t_known])
@@ -118,7 +119,8 @@ def evaluate(loaded: LoadedModel, val: Scored, test: Scored, cfg: EvaluateConfig
         decision=decide(test.probs, names, opened["threshold"]),
     )[PREDICTION_COLUMNS]
     return EvaluationResult(
-        metrics={**_flat("test", closed), **_flat("val", {"accuracy": val_closed["accuracy"]}), **_flat("openset", opened)},
+        metrics={**_flat("test", closed), **_flat("val", {"accuracy": val_closed["accuracy"]}),
+                 **_flat("openset", opened)},
         per_class=pd.DataFrame(per_class_table(labels, preds, names)).round(ROUND_DIGITS),
         confusion=pd.DataFrame(confusion_rows(labels, preds, names)),
         predictions=predictions,

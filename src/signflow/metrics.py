@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from sklearn.metrics import (
@@ -205,7 +205,7 @@ def confusion_rows(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[
     n_classes = len(class_names)
     labels = _as_labels(labels, n_classes)
     preds = _as_labels(preds, n_classes)
-    return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(labels, preds)]
+    return [{"actual": class_names[a], "predicted": class_names[p]} for a, p in zip(labels, preds, strict=True)]
 
 
 # ------------------------------------------------------------------ open set
@@ -276,7 +276,7 @@ def roc_points(known_scores: np.ndarray, heldout_scores: np.ndarray) -> list[dic
     fpr, tpr, thresholds = roc_curve(y, scores, drop_intermediate=True)
     return [
         {"fpr": float(f), "tpr": float(t), "threshold": float(th) if np.isfinite(th) else None}
-        for f, t, th in zip(fpr, tpr, thresholds)
+        for f, t, th in zip(fpr, tpr, thresholds, strict=True)
     ]
 
 

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Mapping
 from urllib.parse import urlparse
 
 import timm
@@ -178,7 +178,7 @@ def _load_lite0_package_weights(model: nn.Module) -> None:
             f"{LITE0_TIMM_NAME} expects {len(target)}; the file or the timm version differs"
         )
     mapped = {}
-    for index, ((src_name, tensor), (dst_name, expected)) in enumerate(zip(tensors, target.items())):
+    for index, ((src_name, tensor), (dst_name, expected)) in enumerate(zip(tensors, target.items(), strict=True)):
         if tensor.shape != expected.shape:
             raise WeightsMismatchError(
                 f"{path}: tensor #{index} {src_name} has shape {tuple(tensor.shape)} but timm "
@@ -256,7 +256,8 @@ class SimpleCNN(nn.Module):
     def __init__(self, channels: tuple[int, ...] = SIMPLE_CNN_CHANNELS, in_chans: int = 3) -> None:
         super().__init__()
         widths = (in_chans, *channels)
-        self.stages = nn.Sequential(*(_conv_stage(c_in, c_out) for c_in, c_out in zip(widths, widths[1:])))
+        pairs = zip(widths, widths[1:], strict=False)  # (in, out) channels of each stage
+        self.stages = nn.Sequential(*(_conv_stage(c_in, c_out) for c_in, c_out in pairs))
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.num_features = channels[-1]
 

@@ -10,7 +10,7 @@ numpy only, so the light prediction path can use it.
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -50,4 +50,4 @@ def decide(probs: np.ndarray, class_names: Sequence[str], threshold: float | Non
     rejected = winners == unknown_index(names)
     if threshold is not None:
         rejected |= max_softmax_score(probs, unknown_index(names)) < threshold
-    return [UNKNOWN_NAME if reject else names[k] for k, reject in zip(winners, rejected)]
+    return [UNKNOWN_NAME if reject else names[k] for k, reject in zip(winners, rejected, strict=True)]

@@ -33,4 +33,6 @@ def resolve_workers(workers: int) -> int:
 
 def process_pool(workers: int) -> ProcessPoolExecutor:
     context = multiprocessing.get_context("forkserver")
-    return ProcessPoolExecutor(max_workers=resolve_workers(workers), mp_context=context, initializer=_single_thread_worker)
+    return ProcessPoolExecutor(
+        max_workers=resolve_workers(workers), mp_context=context, initializer=_single_thread_worker
+    )

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import textwrap
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -102,7 +102,9 @@ def _annotate(ax: Axes, values: np.ndarray, texts: np.ndarray, vmax: float) -> N
         ax.text(j, i, texts[i, j], ha="center", va="center", fontsize=CELL_FONT, color="white" if dark else "black")
 
 
-def _confusion_panel(ax: Axes, values: np.ndarray, texts: np.ndarray, names: Sequence[str], title: str, vmax: float) -> None:
+def _confusion_panel(
+    ax: Axes, values: np.ndarray, texts: np.ndarray, names: Sequence[str], title: str, vmax: float
+) -> None:
     ax.imshow(values, cmap=CMAP, vmin=0, vmax=vmax)
     _annotate(ax, values, texts, vmax)
     ticks = np.arange(len(names))
@@ -136,11 +138,12 @@ def plot_image_grid(
         return
     cols = max(1, min(cols, len(images)))
     rows = math.ceil(len(images) / cols)
-    with _saved_figure(out, cols * THUMB_INCHES, rows * (THUMB_INCHES + CAPTION_INCHES) + (TITLE_INCHES if title else 0)) as fig:
+    height = rows * (THUMB_INCHES + CAPTION_INCHES) + (TITLE_INCHES if title else 0)
+    with _saved_figure(out, cols * THUMB_INCHES, height) as fig:
         axes = np.atleast_1d(fig.subplots(rows, cols, squeeze=False)).ravel()
         for ax in axes:
             ax.axis("off")
-        for ax, image, caption in zip(axes, images, captions):
+        for ax, image, caption in zip(axes, images, captions, strict=False):
             ax.imshow(np.asarray(image), interpolation="nearest")
             ax.set_title(_wrap(caption), fontsize=CAPTION_FONT)
         if title:
@@ -163,7 +166,8 @@ def _probability_pair(image_ax: Axes, bar_ax: Axes, image: np.ndarray | None, pr
     bar_ax.set_xlim(0, 1)
     bar_ax.tick_params(axis="x", labelsize=CAPTION_FONT)
     for row, k in enumerate(shown):
-        bar_ax.text(min(probs[k] + VALUE_OFFSET, MAX_VALUE_X), row, f"{probs[k]:.2f}", va="center", fontsize=CAPTION_FONT)
+        x = min(probs[k] + VALUE_OFFSET, MAX_VALUE_X)
+        bar_ax.text(x, row, f"{probs[k]:.2f}", va="center", fontsize=CAPTION_FONT)
     if threshold is not None:
         bar_ax.axvline(threshold, color=VAL_COLOUR, linestyle=":", linewidth=1.2)
 
@@ -235,7 +239,7 @@ def plot_reliability(bins: pd.DataFrame, out: Path | str) -> None:
         top.legend(loc="upper left", fontsize=CAPTION_FONT + 1)
         bottom.bar(lower, bins["count"], width=width, align="edge", color=BAR_COLOUR, edgecolor="white")
         bottom.set(xlabel="confidence (max softmax)", ylabel="images")
-        for x, w, n in zip(lower[filled], width[filled], bins["count"].to_numpy()[filled]):
+        for x, w, n in zip(lower[filled], width[filled], bins["count"].to_numpy()[filled], strict=True):
             bottom.text(x + w / 2, n, str(int(n)), ha="center", va="bottom", fontsize=CAPTION_FONT - 1)
         bottom.margins(y=0.25)  # headroom for the count labels
 

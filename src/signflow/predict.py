@@ -10,19 +10,27 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
 from signflow.config import flatten
-from signflow.data.images import BadImageError, DecodeOutcome, ImageLimits, crop_and_resize, read_rgb, try_decode
+from signflow.data.images import (
+    DEFAULT_LIMITS,
+    BadImageError,
+    DecodeOutcome,
+    ImageLimits,
+    crop_and_resize,
+    read_rgb,
+    try_decode,
+)
+from signflow.data.sources.folder import IMAGE_SUFFIXES
 from signflow.inference import LoadedModel, predict_probs
 from signflow.openset import decide
-from signflow.data.sources.folder import IMAGE_SUFFIXES
-
 from signflow.parallel import resolve_workers
 
 log = logging.getLogger(__name__)
@@ -103,7 +111,7 @@ def _decode_with(
 
 
 def decode_many(
-    paths: Sequence[Path | str], size: int, limits: ImageLimits = ImageLimits(), workers: int = 0
+    paths: Sequence[Path | str], size: int, limits: ImageLimits = DEFAULT_LIMITS, workers: int = 0
 ) -> tuple[np.ndarray, list[str | None]]:
     """Decode ``paths`` to (M, size, size, 3) uint8, in parallel; a failed file never stops the rest.
 
@@ -125,7 +133,7 @@ def _result(path: Path, probs: np.ndarray, class_names: list[str], predicted: st
         "path": str(path),
         "prediction": predicted,
         "confidence": float(probs.max()),
-        "probabilities": {name: float(p) for name, p in zip(class_names, probs)},
+        "probabilities": {name: float(p) for name, p in zip(class_names, probs, strict=True)},
         "top_k": [[class_names[i], float(probs[i])] for i in order],
     }
 
@@ -137,9 +145,9 @@ def _predict_block(
     images, errors = _decode_with(mapper, paths, loaded.image_size, limits)
     probs = predict_probs(loaded, images, batch_size)  # (M, K); M may be 0
     labels = decide(probs, loaded.class_names, threshold)
-    decoded = iter(zip(probs, labels))
+    decoded = iter(zip(probs, labels, strict=True))
     results = []
-    for path, error in zip(paths, errors):
+    for path, error in zip(paths, errors, strict=True):
         if error is not None:
             results.append({"path": str(path), "error": error})
         else:
@@ -155,7 +163,7 @@ def predict_files(
     top_k: int = 3,
     batch_size: int = 256,
     workers: int = 0,
-    limits: ImageLimits = ImageLimits(),
+    limits: ImageLimits = DEFAULT_LIMITS,
 ) -> list[Result]:
     """One result per input file (directories expanded by :func:`collect_inputs`), in order.
 
@@ -224,7 +232,7 @@ def format_table(results: Sequence[Result]) -> str:
     """Aligned text table (path, prediction, confidence, top-k); failed files show FAILED and why."""
     rows = [["path", "prediction", "confidence", "top-k / error"], *map(_table_row, results)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths)), row[-1]]) for row in rows]
+    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
     failed = sum("error" in r for r in results)
     lines.append(f"{len(results) - failed} classified, {failed} failed")
     return "\n".join(lines)

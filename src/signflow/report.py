@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,10 +72,13 @@ CLOSED_SET_METRICS = (
     ("val.accuracy", "val accuracy", "the same accuracy on the validation split"),
 )
 OPEN_SET_METRICS = (
-    ("openset.auroc", "AUROC", "how well max softmax separates known signs from never-seen ones (1 perfect, 0.5 chance)"),
+    ("openset.auroc", "AUROC",
+     "how well max softmax separates known signs from never-seen ones (1 perfect, 0.5 chance)"),
     ("openset.fpr_at_95_tpr", "FPR@95%TPR", "share of never-seen signs accepted when 95% of known ones are accepted"),
-    ("openset.heldout_assigned_known", "held-out called known", "share of never-seen signs the model files under a known sign type"),
-    ("openset.accuracy", "open-set accuracy", "accuracy when scores below the validation-chosen threshold mean \"unknown\""),
+    ("openset.heldout_assigned_known", "held-out called known",
+     "share of never-seen signs the model files under a known sign type"),
+    ("openset.accuracy", "open-set accuracy",
+     "accuracy when scores below the validation-chosen threshold mean \"unknown\""),
     ("openset.threshold", "threshold", "rejection threshold on max softmax, chosen on validation only"),
     ("openset.n_known", "known images", "target test images in the open-set evaluation"),
     ("openset.n_heldout", "held-out images", "never-seen test images"),
@@ -354,7 +358,7 @@ def _sample_titles(inputs: ReportInputs) -> list[str]:
     """Each sample's title plus the final answer, decided as the evaluate stage decides it."""
     titles = list(inputs.sample_titles) or [""] * len(inputs.sample_images)
     answers = decide(inputs.sample_probs, inputs.class_names, inputs.metrics.get("openset.threshold"))
-    return [f"{title}\n→ {answer}" for title, answer in zip(titles, answers)] if answers else titles
+    return [f"{title}\n→ {answer}" for title, answer in zip(titles, answers, strict=True)] if answers else titles
 
 
 def _draw_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, str]:

@@ -18,8 +18,9 @@ running statistics stay the pretrained ones.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from torch import nn
 

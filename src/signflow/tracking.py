@@ -14,10 +14,11 @@ import json
 import logging
 import os
 import subprocess
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any
 
 from signflow.io import write_json
 
@@ -87,7 +88,8 @@ class Tracker:
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
 
-        numeric = {k.replace("@", "_at_"): float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        numeric = {k.replace("@", "_at_"): float(v) for k, v in metrics.items()
+                   if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self._call("log_metrics", mlflow.log_metrics, numeric, step=step)
 
     def log_artifact(self, path: Path, artifact_path: str | None = None) -> None:

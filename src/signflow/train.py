@@ -13,9 +13,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -25,7 +26,6 @@ from tqdm import tqdm
 
 from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import TrainConfig
-from signflow.parallel import resolve_workers
 from signflow.strategies import apply_train_mode, param_groups, resolve_strategy
 from signflow.transforms import Normalization, eval_transform, train_transform
 
@@ -282,10 +282,12 @@ def fit(
     feeder: Feeder
     if spec.frozen_backbone:
         features = extract_features(
-            model, train, norm, device, views=cfg.feature_views, augment=cfg, seed=cfg.seed, channels_last=cfg.channels_last
+            model, train, norm, device,
+            views=cfg.feature_views, augment=cfg, seed=cfg.seed, channels_last=cfg.channels_last,
         ).to(device)
         feeder = FeatureFeeder(model, features)
-        val_feeder: Feeder = FeatureFeeder(model, extract_features(model, val, norm, device, channels_last=cfg.channels_last).to(device))
+        val_features = extract_features(model, val, norm, device, channels_last=cfg.channels_last)
+        val_feeder: Feeder = FeatureFeeder(model, val_features.to(device))
         log.info("cached frozen-backbone features %s in %.1fs", tuple(features.shape), time.perf_counter() - start)
     else:
         feeder = ImageFeeder(model, train, cfg, norm, device)
@@ -308,9 +310,10 @@ def fit(
         epoch_start = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
         order = epoch_order(train.labels, cfg.balance, gen)
-        bar = tqdm(list(_batches(order, cfg.batch_size)), desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
+        batches = list(_batches(order, cfg.batch_size))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
         for idx in bar:
-            for group, base in zip(optimizer.param_groups, base_lrs):
+            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * lr_factor(loop.step, total_steps, warmup_steps)
             y = train_labels[idx].to(device)
             logits = feeder.forward(feeder.train_batch(idx, gen))

@@ -28,6 +28,9 @@ class ImageLimits:
     max_side: int = 4096
 
 
+DEFAULT_LIMITS = ImageLimits()  # frozen: safe to share as a default argument
+
+
 def _open_checked(path: Path, limits: ImageLimits) -> Image.Image:
     try:
         size = path.stat().st_size
@@ -50,7 +53,7 @@ def _open_checked(path: Path, limits: ImageLimits) -> Image.Image:
     return image
 
 
-def read_rgb(path: Path | str, limits: ImageLimits = ImageLimits()) -> np.ndarray:
+def read_rgb(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
     """Decode ``path`` fully to an RGB uint8 array (H, W, 3) or raise BadImageError."""
     path = Path(path)
     image = _open_checked(path, limits)
@@ -65,7 +68,7 @@ def read_rgb(path: Path | str, limits: ImageLimits = ImageLimits()) -> np.ndarra
     return rgb
 
 
-def check_image(path: Path | str, limits: ImageLimits = ImageLimits()) -> str | None:
+def check_image(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> str | None:
     """Return None for a usable image, else the reason it is not."""
     try:
         read_rgb(path, limits)
