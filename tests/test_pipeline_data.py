@@ -149,3 +149,17 @@ def test_importing_more_modules_keeps_pipeline_clean(project: Project, first_run
     if not list((project.root / "src" / "signflow" / "data" / "sources").glob("__pycache__/gtsrb*.pyc")):
         pytest.fail("precondition: no bytecode was written, so this test proves nothing")
     assert _stale(project) == {}
+
+
+def test_misspelled_backbone_fails_the_first_stage_before_any_work(tmp_path: Path, repo_root: Path) -> None:
+    """model.backbone is no input of `download`, but a typo in it stops `dvc repro` there, with the valid names."""
+    proj = copy_project(repo_root, tmp_path)
+    params = proj.params()
+    params["model"]["backbone"] = "resnt18"
+    proj.set_params(params)
+    failed = proj.dvc("repro", check=False)
+    output = failed.stdout + failed.stderr
+    assert failed.returncode != 0
+    assert "model.backbone='resnt18' is invalid" in output and "resnet18" in output, output
+    assert "Running stage 'split'" not in output
+    assert not (proj.root / "data" / "raw").exists()
