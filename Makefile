@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Stage commands call `python`: the venv's must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast lint bench pr-report clean
+.PHONY: install run test test-fast lint bench pr-report mlflow-server clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ bench: install
 
 pr-report: install
 	$(BIN)/signflow pr-report --base $${BASE:-main}
+
+# A tracking server for the team: SQLite store in mlflow-server/ unless MLFLOW_BACKEND_STORE_URI is set,
+# artifacts in mlflow-server/artifacts unless MLFLOW_ARTIFACTS_DESTINATION is set (s3://... for teams).
+MLFLOW_PORT ?= 5000
+mlflow-server: install
+	$(BIN)/signflow mlflow-server --port $(MLFLOW_PORT)
 
 clean:
 	rm -rf $(VENV) .pytest_cache

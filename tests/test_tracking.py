@@ -22,6 +22,7 @@ from mlflow.tracking import MlflowClient
 
 from signflow import tracking
 from signflow.cli import run_files
+from signflow.config import flatten, load_config
 from signflow.tracking import (
     EXPERIMENT,
     FAST_FAIL_ENV,
@@ -224,8 +225,11 @@ def test_relog_outputs_creates_a_run_from_the_files(store_uri: str, tmp_path: Pa
     client = MlflowClient(tracking_uri=store_uri)
     run = client.get_run(run_id)
     assert run.info.run_name == "simple_cnn-linear" and run.data.tags["relogged"] == "true"
-    assert run.data.params == {"strategy": "linear", "model.backbone": "simple_cnn", "model.dropout": "0.2",
-                               "train.lr": "0.01", "train.epochs": "2"}
+    assert run.info.status == "FINISHED"
+    # The resolved config, as the train stage logs it (defaults filled in).
+    expected = {k: str(v) for k, v in flatten(load_config(root / "params.yaml").to_dict()).items()}
+    assert run.data.params == expected
+    assert run.data.params["model.backbone"] == "simple_cnn" and run.data.params["train.lr"] == "0.01"
     assert _history(client, run_id, "val_accuracy") == [(0, 0.6), (1, 0.8)]
     assert _history(client, run_id, "train_loss") == [(0, 1.25), (1, 0.75)]
     assert run.data.metrics["best_val_accuracy"] == 0.8
@@ -235,6 +239,54 @@ def test_relog_outputs_creates_a_run_from_the_files(store_uri: str, tmp_path: Pa
     assert artifacts == {"train_history.csv", "model"}
     assert [a.path for a in client.list_artifacts(run_id, "model")] == ["model/best.pt"]
     assert json.loads((root / "models" / "run.json").read_text())["run_id"] == run_id
+
+
+def test_relog_completes_the_recorded_run_without_duplicates(store_uri: str, tmp_path: Path) -> None:
+    """A run cut off after epoch 0 (its server died) gets the missing epochs and summaries, once."""
+    root = tmp_path / "project"
+    _fake_project(root)
+    files = run_files(root)
+    # What the train stage left: a RUNNING run with epoch 0, then the server went away.
+    client = MlflowClient(tracking_uri=store_uri)
+    run_id = client.create_run(client.create_experiment(EXPERIMENT), run_name="simple_cnn-linear").info.run_id
+    client.log_param(run_id, "strategy", "linear")
+    client.log_metric(run_id, "train_loss", 1.25, step=0)
+    client.log_metric(run_id, "val_accuracy", 0.6, step=0)
+    files.run_file.write_text(json.dumps({"run_id": run_id}))
+    assert client.get_run(run_id).info.status == "RUNNING"
+
+    for _ in range(2):  # a second log-run changes nothing
+        assert relog_outputs(files, store_uri) == run_id
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        assert _history(client, run_id, "val_accuracy") == [(0, 0.6), (1, 0.8)]
+        assert _history(client, run_id, "train_loss") == [(0, 1.25), (1, 0.75)]
+        assert run.data.metrics["best_val_accuracy"] == 0.8
+        assert run.data.params["strategy"] == "linear" and run.data.params["train.epochs"] == "2"
+    assert len(client.search_runs([run.info.experiment_id])) == 1
+
+
+def test_relog_starts_a_new_run_when_the_recorded_one_is_gone(store_uri: str, tmp_path: Path) -> None:
+    root = tmp_path / "project"
+    _fake_project(root)
+    files = run_files(root)
+    files.run_file.write_text(json.dumps({"run_id": "0123456789abcdef0123456789abcdef"}))
+    run_id = relog_outputs(files, store_uri)
+    assert run_id is not None and run_id != "0123456789abcdef0123456789abcdef"
+    assert json.loads(files.run_file.read_text())["run_id"] == run_id
+
+
+def test_reusing_stage_without_a_run_id_logs_nothing(store_uri: str, tmp_path: Path, caplog) -> None:
+    """evaluate after a train whose server was down must not open a stray run of its own."""
+    run_file = tmp_path / "run.json"
+    run_file.write_text(json.dumps({"run_id": None}))
+    with caplog.at_level(logging.WARNING, logger="signflow.tracking"):
+        with tracked_run(run_file, "evaluate", {}, reuse=True, uri=store_uri) as tracker:
+            tracker.log_metrics({"test.accuracy": 0.9})
+    assert tracker.run_id is None
+    assert any("signflow log-run" in r.getMessage() for r in caplog.records)
+    assert MlflowClient(tracking_uri=store_uri).search_runs(
+        [e.experiment_id for e in MlflowClient(tracking_uri=store_uri).search_experiments()]) == []
 
 
 def test_relog_outputs_to_a_dead_server_returns_none(tmp_path: Path) -> None:

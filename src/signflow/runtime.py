@@ -6,10 +6,24 @@ predict``, so a device name means the same everywhere.
 
 from __future__ import annotations
 
+import hashlib
+import logging
+import os
+from collections.abc import Mapping
+
+import psutil
 import torch
 
 from signflow.config import DEVICES, TrainConfig
-from signflow.parallel import resolve_workers
+from signflow.parallel import available_cores
+
+log = logging.getLogger(__name__)
+
+# How DVC names its experiment-queue workers: `dvc exp queue-worker dvc-exp-<hash>-<n>@localhost`,
+# <hash> = the first 6 hex digits of sha256 of the queue's folder (dvc/repo/experiments/queue/celery.py).
+QUEUE_WORKER_ARG = "queue-worker"
+QUEUE_DIR = (".dvc", "tmp", "exps", "celery")
+QUEUE_HASH_DIGITS = 6
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -33,6 +47,37 @@ def configure_runtime(cfg: TrainConfig) -> torch.device:
     the global generator, so seeding later made every run start differently.
     """
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(resolve_workers(cfg.threads))
+    torch.set_num_threads(resolve_threads(cfg.threads))
     torch.use_deterministic_algorithms(True, warn_only=True)
     return resolve_device(cfg.device, "params.yaml: train.device")
+
+
+def queue_workers(environ: Mapping[str, str] = os.environ) -> int:
+    """Live DVC queue workers of this repository when running as a queued experiment, else 1.
+
+    DVC runs each queued experiment with DVC_EXP_NAME and DVC_ROOT (the main
+    repository) set; its workers are processes named after that repository's
+    queue folder, so counting them tells how many trainings share the cores.
+    """
+    root = environ.get("DVC_ROOT")
+    if not root or not environ.get("DVC_EXP_NAME"):
+        return 1
+    digest = hashlib.sha256(os.path.join(root, *QUEUE_DIR).encode()).hexdigest()[:QUEUE_HASH_DIGITS]
+    prefix = f"dvc-exp-{digest}-"
+    count = 0
+    for process in psutil.process_iter(["cmdline"]):
+        args = process.info.get("cmdline") or []
+        if QUEUE_WORKER_ARG in args and any(arg.startswith(prefix) for arg in args):
+            count += 1
+    return max(1, count)
+
+
+def resolve_threads(threads: int) -> int:
+    """``train.threads``, where 0 means this run's share of the cores: cores / concurrent queue workers."""
+    if threads > 0:
+        return threads
+    workers = queue_workers()
+    share = max(1, available_cores() // workers)
+    if workers > 1:
+        log.info("%d DVC queue workers share %d cores: %d torch threads each", workers, available_cores(), share)
+    return share

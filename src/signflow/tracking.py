@@ -111,10 +111,12 @@ def tracked_run(
     run_file: Path, run_name: str, tags: Mapping[str, str], *, reuse: bool, uri: str | None = None
 ) -> Iterator[Tracker]:
     """Open (or, with ``reuse``, reopen from ``run_file``) a run; mark it FAILED on error."""
-    run_id = None
-    if reuse and run_file.exists():
-        run_id = json.loads(run_file.read_text()).get("run_id")
+    run_id = read_run_id(run_file) if reuse else None
     tracker = Tracker(uri or resolve_tracking_uri(), run_id)
+    if reuse and run_id is None:
+        # No train run to add to (its server was down): a stray run here would split the results.
+        tracker.enabled = False
+        log.warning("no MLflow run id in %s, so this stage logs nothing; %s", run_file, RELOG_HINT)
     tracker.start(run_name, tags)
     if not reuse:
         write_json(run_file, {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "run_name": run_name})
@@ -124,6 +126,13 @@ def tracked_run(
         tracker.end("KILLED")
         raise
     tracker.end()
+
+
+def read_run_id(run_file: Path) -> str | None:
+    """The run id the train stage recorded, or None (no file, or its server was down)."""
+    if not run_file.exists():
+        return None
+    return json.loads(run_file.read_text()).get("run_id")
 
 
 def run_name_for(backbone: str, strategy: str) -> str:
@@ -148,28 +157,80 @@ class RunFiles:
 
 
 def relog_outputs(files: RunFiles, uri: str | None = None) -> str | None:
-    """Log params, per-epoch history, summaries, model and report as a new MLflow run (e.g. after an outage)."""
-    import pandas as pd
+    """Complete the run in ``files.run_file`` from the local outputs, or log them as a new run.
 
-    from signflow.config import flatten, load_params
+    After a tracking-server outage the train stage's run holds what was logged
+    before the server went away. Re-logging into it (not a new run) adds only
+    what is missing: params not yet set, per-epoch points whose step is absent,
+    summary metrics not yet there; artifacts are uploaded to the same paths.
+    So running it twice, or after a complete run, duplicates nothing. The run
+    ends FINISHED. Returns the run id, or None when the server is unreachable.
+    """
+    from mlflow.tracking import MlflowClient
 
-    params = load_params(files.params)
-    name = run_name_for(params.get("model", {}).get("backbone", "model"), str(params.get("strategy", "")))
+    from signflow.config import flatten, load_config
+
     tracker = Tracker(uri or resolve_tracking_uri(files.root))
+    client = MlflowClient(tracking_uri=tracker.uri)
+    cfg = load_config(files.params)
+    name = run_name_for(cfg.model.backbone, cfg.strategy)
+    existing = _reachable_run(client, read_run_id(files.run_file), tracker.uri)
+    if existing is False:
+        return None
+    tracker.run_id = existing.info.run_id if existing else None
     if tracker.start(name, {"relogged": "true", "git_commit": git_commit(files.root)}) is None:
         return None
-    tracker.log_params(flatten(params))
-    if files.history.exists():
-        for row in pd.read_csv(files.history).to_dict(orient="records"):
-            tracker.log_metrics({k: v for k, v in row.items() if k != "epoch"}, step=int(row["epoch"]))
+    logged = existing.data if existing else None
+    tracker.log_params({k: v for k, v in flatten(cfg.to_dict()).items() if not logged or k not in logged.params})
+    _relog_history(tracker, client, files.history)
     for summary in files.summaries:
         if summary.exists():
-            tracker.log_metrics(json.loads(summary.read_text()))
+            values = json.loads(summary.read_text())
+            tracker.log_metrics({k: v for k, v in values.items() if not logged or _metric_key(k) not in logged.metrics})
     tracker.log_artifact(files.history)
     tracker.log_artifact(files.model, "model")
     tracker.log_artifact(files.reports, "report")
     tracker.end()
-    if tracker.enabled:
-        write_json(files.run_file, {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "run_name": name})
-        return tracker.run_id
-    return None
+    if not tracker.enabled:
+        return None
+    write_json(files.run_file, {"run_id": tracker.run_id, "tracking_uri": tracker.uri, "run_name": name})
+    return tracker.run_id
+
+
+def _metric_key(name: str) -> str:
+    """How Tracker.log_metrics names a metric in MLflow (no '@' allowed there)."""
+    return name.replace("@", "_at_")
+
+
+def _reachable_run(client: Any, run_id: str | None, uri: str) -> Any:
+    """The recorded run if the server has it; None to start a new run; False if the server is unreachable."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.search_experiments(max_results=1)  # is the server there at all?
+    except Exception as err:  # any MLflow/network error
+        log.warning("MLflow at %s is unreachable (%s)", uri, err)
+        return False
+    if run_id is None:
+        return None
+    try:
+        return client.get_run(run_id)
+    except MlflowException:
+        log.warning("run %s is not on %s (deleted, or another server): logging a new run", run_id, uri)
+        return None
+
+
+def _relog_history(tracker: Tracker, client: Any, history: Path) -> None:
+    """Per-epoch metrics whose step the run does not have yet (step = epoch)."""
+    import pandas as pd
+
+    if not history.exists() or tracker.run_id is None:
+        return
+    rows = pd.read_csv(history).to_dict(orient="records")
+    keys = [k for k in (rows[0] if rows else {}) if k != "epoch"]
+    have = {k: {m.step for m in client.get_metric_history(tracker.run_id, _metric_key(k))} for k in keys}
+    for row in rows:
+        step = int(row["epoch"])
+        missing = {k: row[k] for k in keys if step not in have[k]}
+        if missing:
+            tracker.log_metrics(missing, step=step)
