@@ -22,11 +22,11 @@ from signflow.checkpoint import load_checkpoint
 from signflow.experiment import HISTORY_COLUMNS
 
 from project_copy import Project, copy_project
+from tiny_project import IMAGE_SIZE, shrink_params
 
 pytestmark = pytest.mark.slow
 
 DATA_STAGES = ["download", "split", "add_unknown"]
-IMAGE_SIZE = 32
 
 
 @pytest.fixture(scope="module")
@@ -39,16 +39,7 @@ def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Projec
         drop_env=["DVC_EXP_NAME"],
     )
 
-    params = proj.params()
-    params["strategy"] = "linear"
-    params["data"].update(source="synthetic", image_size=IMAGE_SIZE, decode_workers=1)
-    params["data"]["synthetic"].update(tracks_per_class=3, frames_per_track=3)
-    # With 3 tracks per class, these fractions give each split one whole track.
-    params["split"].update(train=0.4, val=0.3, test=0.3)
-    params["unknown"].update(max_images=12, heldout_max_images=6)
-    params["model"].update(backbone="simple_cnn", weights="none")
-    params["train"].update(epochs=1, batch_size=16, threads=1, device="cpu", feature_views=1)
-    proj.set_params(params)
+    proj.set_params(shrink_params(proj.params()))
     return proj
 
 
