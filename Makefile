@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Stage commands call `python`: the venv's must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast lint bench pr-report mlflow-server clean
+.PHONY: install run test test-fast lint bench pr-report mlflow-server sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,14 @@ bench: install
 
 pr-report: install
 	$(BIN)/signflow pr-report --base $${BASE:-main}
+
+# A grid of experiments on the DVC queue, e.g.
+#   make sweep GRID="-S strategy=linear,full -S unknown.enabled=true,false" JOBS=2
+# (or GRID="--grid sweep.yaml"); table in sweeps/sweep.md and sweeps/sweep.csv.
+GRID ?=
+JOBS ?= 1
+sweep: install
+	$(BIN)/signflow sweep $(GRID) --jobs $(JOBS)
 
 # A tracking server for the team: SQLite store in mlflow-server/ unless MLFLOW_BACKEND_STORE_URI is set,
 # artifacts in mlflow-server/artifacts unless MLFLOW_ARTIFACTS_DESTINATION is set (s3://... for teams).

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from signflow import mlflow_server, paths, prreport, remote
+from signflow import mlflow_server, paths, prreport, remote, sweep
 from signflow.config import DEVICES
 from signflow.logs import setup_logging
 
@@ -176,6 +176,8 @@ COMMANDS: dict[str, Command] = {
     "log-run": Command("complete the MLflow run of models/run.json from local outputs (after an outage)",
                        _add_log_run_arguments, _run_log_run),
     "remote": Command(remote.DESCRIPTION, remote.add_arguments, remote.run),
+    "sweep": Command("queue a grid of experiments on the DVC queue, run them, tabulate the results",
+                     sweep.add_arguments, sweep.run),
     "mlflow-server": Command("run an MLflow tracking server (SQL store, proxied artifacts) on 127.0.0.1",
                              mlflow_server.add_arguments, mlflow_server.run),
 }
