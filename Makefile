@@ -9,7 +9,7 @@ PYTEST_ARGS ?=
 # Stage commands call `python`: the venv's must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast lint bench pr-report mlflow-server sweep clean
+.PHONY: install run test test-fast lint bench pr-report mlflow-server remote sweep clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ bench: install
 
 pr-report: install
 	$(BIN)/signflow pr-report --base $${BASE:-main}
+
+# The default DVC remote: make remote URL=s3://bucket/path [ENDPOINT=http://minio:9000];
+# without URL, the folder ../<repo>-dvc-storage beside the checkout.
+URL ?=
+ENDPOINT ?=
+remote: install
+	$(BIN)/signflow remote $(URL) $(if $(ENDPOINT),--endpoint-url $(ENDPOINT))
 
 # A grid of experiments on the DVC queue, e.g.
 #   make sweep GRID="-S strategy=linear,full -S unknown.enabled=true,false" JOBS=2
