@@ -110,11 +110,16 @@ class Tracker:
 def tracked_run(
     run_file: Path, run_name: str, tags: Mapping[str, str], *, reuse: bool, uri: str | None = None
 ) -> Iterator[Tracker]:
-    """Open (or, with ``reuse``, reopen from ``run_file``) a run; mark it FAILED on error."""
+    """Open (or, with ``reuse``, reopen from ``run_file``) a run; mark it KILLED on error.
+
+    With ``reuse`` and no ``run_file`` (no train run was ever recorded) a new run
+    is opened; a ``run_file`` without an id (the server was down when training
+    started) means logging nothing, so `signflow log-run` later makes one whole run.
+    """
     run_id = read_run_id(run_file) if reuse else None
     tracker = Tracker(uri or resolve_tracking_uri(), run_id)
-    if reuse and run_id is None:
-        # No train run to add to (its server was down): a stray run here would split the results.
+    if reuse and run_id is None and run_file.exists():
+        # The train run never reached the server: a stray run here would split the results.
         tracker.enabled = False
         log.warning("no MLflow run id in %s, so this stage logs nothing; %s", run_file, RELOG_HINT)
     tracker.start(run_name, tags)
