@@ -35,6 +35,8 @@ DOCUMENTED_KEYS = [
     "model.backbone",
     "model.weights",
     "train.epochs",
+    "train.distributed.nproc",
+    "train.amp",
 ]
 
 

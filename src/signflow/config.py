@@ -34,6 +34,7 @@ OPTIMIZERS = ("adamw", "sgd")
 BALANCE_MODES = ("none", "loss", "sampler")
 MONITORS = ("val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda")
+AMP_MODES = ("none", "bf16", "fp16")  # torch.autocast dtypes, CUDA only
 SPLIT_NAMES = ("train", "val", "test")
 GROUP_BY = ("track", "image")
 # Synthetic renderer bounds: below MIN_SYNTHETIC_SIDE px a sign is a few pixels and
@@ -270,6 +271,15 @@ class AugmentConfig:
 
 
 @dataclass(frozen=True)
+class DistributedConfig:
+    # DDP processes (ranks) on this node; above 1 the train stage relaunches itself under torchrun.
+    nproc: int = 1
+
+    def validate(self, prefix: str) -> None:
+        _check_range(f"{prefix}.nproc", self.nproc, 1)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 20
     batch_size: int = 64
@@ -291,7 +301,9 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     feature_views: int = 4  # augmented views cached per image for the linear strategy
+    amp: str = "none"  # mixed precision on CUDA (none | bf16 | fp16); ignored on CPU
     augment: AugmentConfig = AugmentConfig()
+    distributed: DistributedConfig = DistributedConfig()
 
     def validate(self, prefix: str) -> None:
         for name in ("epochs", "batch_size", "feature_views"):
@@ -306,6 +318,7 @@ class TrainConfig:
         check_choice(f"{prefix}.balance", self.balance, BALANCE_MODES)
         check_choice(f"{prefix}.monitor", self.monitor, MONITORS)
         check_choice(f"{prefix}.device", self.device, DEVICES)
+        check_choice(f"{prefix}.amp", self.amp, AMP_MODES)
 
 
 @dataclass(frozen=True)

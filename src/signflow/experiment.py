@@ -2,7 +2,8 @@
 
 Kept apart from ``train.py`` so the loop stays free of file layout and config
 shapes; the stage (:func:`run_training`) and the benchmarks build their runs
-through these few functions.
+through these few functions. Under torchrun every rank runs
+:func:`run_training`; only rank 0 opens the MLflow run and writes files.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from signflow import distributed
 from signflow.config import Config, flatten
 from signflow.data.arrays import load_split
 from signflow.io import atomic_path, write_json
@@ -87,15 +89,34 @@ class TrainOutputs:
 def _tags(cfg: Config, train_set: ArraySet, val_set: ArraySet) -> dict[str, str]:
     return {"strategy": cfg.strategy, "backbone": cfg.model.backbone, "git_commit": git_commit(),
             "data.source": cfg.data.source, "train_images": str(len(train_set)), "val_images": str(len(val_set)),
-            "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""), "torch_threads": str(torch.get_num_threads())}
+            "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""), "torch_threads": str(torch.get_num_threads()),
+            "world_size": str(distributed.world_size())}
 
 
 def run_training(cfg: Config, dataset_dir: Path, out: TrainOutputs, code_files: Sequence[Path]) -> TrainResult:
-    """The train stage: fit the configured model in one MLflow run, write its summary and history."""
-    device = configure_runtime(cfg.train)  # seeds first: the new head's weights depend on it
-    _, train_set = load_labelled(dataset_dir, "train")
-    _, val_set = load_labelled(dataset_dir, "val")
-    model = build_model(cfg)
+    """The train stage: fit the configured model in one MLflow run, write its summary and history.
+
+    Started by torchrun, this process is one rank: it joins the process group,
+    and only rank 0 has a tracker and writes the summary and history.
+    """
+    # Seeds first (the new head's weights depend on it); the node's ranks share its cores.
+    device = configure_runtime(cfg.train, ranks=distributed.local_world_size())
+    with distributed.process_group(device) as device:
+        _, train_set = load_labelled(dataset_dir, "train")
+        _, val_set = load_labelled(dataset_dir, "val")
+        model = build_model(cfg)
+        fit_args = {"strategy": cfg.strategy, "cfg": cfg.train, "norm": model.normalization, "device": device,
+               "checkpoint_dir": out.models_dir, "checkpoint_meta": checkpoint_meta(cfg, model),
+               "fingerprint": fingerprint(cfg, dataset_dir, code_files)}
+        if not distributed.is_main():
+            return fit(model, train_set, val_set, **fit_args)
+        return _tracked_fit(cfg, model, train_set, val_set, out, fit_args)
+
+
+def _tracked_fit(
+    cfg: Config, model: SignModel, train_set: ArraySet, val_set: ArraySet, out: TrainOutputs, fit_args: dict[str, Any]
+) -> TrainResult:
+    """Rank 0 (or the only process): ``fit`` inside the MLflow run, then the summary and history files."""
     name = run_name_for(cfg.model.backbone, cfg.strategy)
     with tracked_run(out.run_file, name, _tags(cfg, train_set, val_set), reuse=False) as tracker:
         tracker.log_params(flatten(cfg.to_dict()))
@@ -103,11 +124,7 @@ def run_training(cfg: Config, dataset_dir: Path, out: TrainOutputs, code_files: 
         def log_epoch(stats: EpochStats) -> None:
             tracker.log_metrics({k: v for k, v in asdict(stats).items() if k != "epoch"}, step=stats.epoch)
 
-        result = fit(
-            model, train_set, val_set, strategy=cfg.strategy, cfg=cfg.train, norm=model.normalization,
-            device=device, checkpoint_dir=out.models_dir, checkpoint_meta=checkpoint_meta(cfg, model),
-            fingerprint=fingerprint(cfg, dataset_dir, code_files), callbacks=[log_epoch],
-        )
+        result = fit(model, train_set, val_set, callbacks=[log_epoch], **fit_args)
         write_json(out.summary, result.summary())
         with atomic_path(out.history) as tmp:
             pd.DataFrame([asdict(h) for h in result.history], columns=HISTORY_COLUMNS).to_csv(tmp, index=False)

@@ -40,14 +40,16 @@ def resolve_device(name: str, key: str) -> torch.device:
     return torch.device("cuda" if use_cuda else "cpu")
 
 
-def configure_runtime(cfg: TrainConfig) -> torch.device:
+def configure_runtime(cfg: TrainConfig, ranks: int = 1) -> torch.device:
     """Seed, threads from the available cores, deterministic kernels, the device.
 
     Call it before building the model: the new head's initial weights come from
     the global generator, so seeding later made every run start differently.
+    ``ranks`` is the number of training processes on this node (torchrun's
+    LOCAL_WORLD_SIZE), which share its cores.
     """
     torch.manual_seed(cfg.seed)
-    torch.set_num_threads(resolve_threads(cfg.threads))
+    torch.set_num_threads(resolve_threads(cfg.threads, ranks))
     torch.use_deterministic_algorithms(True, warn_only=True)
     return resolve_device(cfg.device, "params.yaml: train.device")
 
@@ -72,12 +74,18 @@ def queue_workers(environ: Mapping[str, str] = os.environ) -> int:
     return max(1, count)
 
 
-def resolve_threads(threads: int) -> int:
-    """``train.threads``, where 0 means this run's share of the cores: cores / concurrent queue workers."""
+def resolve_threads(threads: int, ranks: int = 1) -> int:
+    """``train.threads``, where 0 means this process's share of the cores.
+
+    The share is cores / (concurrent DVC queue workers x training processes of
+    this run on this node), at least 1: two queue workers each running two DDP
+    ranks on 8 cores give 2 threads per rank.
+    """
     if threads > 0:
         return threads
     workers = queue_workers()
-    share = max(1, available_cores() // workers)
-    if workers > 1:
-        log.info("%d DVC queue workers share %d cores: %d torch threads each", workers, available_cores(), share)
+    share = max(1, available_cores() // (workers * ranks))
+    if workers > 1 or ranks > 1:
+        log.info("%d DVC queue worker(s) x %d training process(es) share %d cores: %d torch threads each",
+                 workers, ranks, available_cores(), share)
     return share

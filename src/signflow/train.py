@@ -6,10 +6,19 @@ augmented images through the whole model, or, for the linear strategy, features
 of augmented views cached once from the frozen backbone through the head only
 (an epoch then costs milliseconds). Everything else (schedule, clipping, early
 stopping, checkpoints, resume) is shared.
+
+Distributed (torchrun, ``signflow.distributed``): each epoch's seeded global
+order and its global batches of ``train.batch_size`` are the same on every
+rank; each rank trains on its slice ``batch[rank::world]`` of every global
+batch through DistributedDataParallel (gradients averaged), evaluates its
+slice of the validation set, and the sums are all-reduced, so every rank takes
+the same early-stopping decision. Only rank 0 writes checkpoints. With one
+process none of this runs: the path is exactly the single-process one.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -24,6 +33,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from signflow import distributed
 from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import TrainConfig
 from signflow.strategies import apply_train_mode, param_groups, resolve_strategy
@@ -33,6 +43,12 @@ log = logging.getLogger(__name__)
 
 BEST_FILE, LAST_FILE = "best.pt", "last.pt"
 FEATURE_BATCH = 64  # frozen-backbone batch for the feature cache: ~20% faster than 256 on CPU (bench_linear)
+EPOCH_SEED_STRIDE = 10_007  # epoch randomness is seeded from seed * stride + epoch
+# Rank r > 0 draws its augmentation and dropout from epoch seed + r * stride (rank 0 keeps the
+# single-process draws), so ranks do not apply the same random draws to different images.
+RANK_SEED_STRIDE = 1_000_003
+MIN_RANK_BATCH = 2  # batch norm cannot train on one sample: every rank's slice of a batch needs two
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -93,13 +109,22 @@ class Feeder(Protocol):
 
 
 class ImageFeeder:
-    """Augments uint8 batches on the fly and runs the whole model."""
+    """Augments uint8 batches on the fly and runs the whole model (``net``: the model in DDP, when distributed)."""
 
-    def __init__(self, model: nn.Module, data: ArraySet, cfg: TrainConfig, norm: Normalization, device: torch.device):
+    def __init__(
+        self,
+        model: nn.Module,
+        data: ArraySet,
+        cfg: TrainConfig,
+        norm: Normalization,
+        device: torch.device,
+        net: nn.Module | None = None,
+    ):
         self.model, self.cfg, self.norm, self.device = model, cfg, norm, device
         self.images = torch.from_numpy(np.ascontiguousarray(data.images))
+        net = model if net is None else net
         # Compiled or not, the parameters are the model's own: checkpoints are unaffected.
-        self.run = torch.compile(model) if cfg.compile else model
+        self.run = torch.compile(net) if cfg.compile else net
 
     def train_batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         x = train_transform(self.images[idx], self.cfg.augment, self.norm, gen, self.cfg.channels_last)
@@ -112,11 +137,23 @@ class ImageFeeder:
         return self.run(x)
 
 
-class FeatureFeeder:
-    """Serves cached backbone features (V views, N, F) to the head only."""
+class HeadOnly(nn.Module):
+    """``model.forward_head`` as a module, so DistributedDataParallel can wrap the linear strategy's forward."""
 
-    def __init__(self, model: nn.Module, features: torch.Tensor):
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.model.forward_head(features)
+
+
+class FeatureFeeder:
+    """Serves cached backbone features (V views, N, F) to the head only (``net``: the head in DDP, when distributed)."""
+
+    def __init__(self, model: nn.Module, features: torch.Tensor, net: nn.Module | None = None):
         self.model, self.features = model, features
+        self.run: Callable[[torch.Tensor], torch.Tensor] = model.forward_head if net is None else net
 
     def train_batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
         views = torch.randint(self.features.shape[0], (len(idx),), generator=gen)
@@ -126,7 +163,7 @@ class FeatureFeeder:
         return self.features[0, idx]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(x)
+        return self.run(x)
 
 
 @torch.inference_mode()
@@ -193,23 +230,58 @@ def make_optimizer(groups: list[dict], cfg: TrainConfig) -> torch.optim.Optimize
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
-def _batches(order: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
-    # Drop a last batch of one: batch norm cannot train on a single sample.
+def global_batches(order: torch.Tensor, batch_size: int, world: int = 1) -> Iterator[torch.Tensor]:
+    """The epoch's batches of ``batch_size`` (the global batch), the same on every rank.
+
+    A last batch too small to give each of ``world`` ranks two samples is
+    dropped: batch norm cannot train on one. With one process that is only a
+    last batch of one (a whole training set of one image is kept).
+    """
     for idx in order.split(batch_size):
-        if len(idx) > 1 or len(order) == 1:
+        if len(idx) >= MIN_RANK_BATCH * world or (world == 1 and len(order) == 1):
             yield idx
+
+
+def rank_slice(idx: torch.Tensor, rank: int, world: int) -> torch.Tensor:
+    """This rank's share of a global batch: every ``world``-th index from ``rank``; the batch itself for one rank."""
+    return idx if world == 1 else idx[rank::world]
 
 
 @torch.inference_mode()
 def evaluate_loss(feeder: Feeder, model: nn.Module, labels: torch.Tensor, batch_size: int) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy (unsmoothed, unweighted) on a labelled set."""
+    """Mean cross-entropy and accuracy (unsmoothed, unweighted) on a labelled set.
+
+    Distributed, each rank evaluates its slice and the sums are all-reduced:
+    every rank returns the same two numbers.
+    """
     model.eval()
     total_loss, correct = 0.0, 0
-    for idx in torch.arange(len(labels)).split(batch_size):
+    order = rank_slice(torch.arange(len(labels)), distributed.rank(), distributed.world_size())
+    for idx in order.split(batch_size):
         logits = feeder.forward(feeder.eval_batch(idx)).float().cpu()
         total_loss += F.cross_entropy(logits, labels[idx], reduction="sum").item()
         correct += (logits.argmax(1) == labels[idx]).sum().item()
+    total_loss, correct = distributed.all_reduce_sum([total_loss, correct])
     return total_loss / max(1, len(labels)), correct / max(1, len(labels))
+
+
+def resolve_amp(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of ``train.amp`` on ``device``; None when off. CPU runs ignore it with one log line."""
+    if amp == "none":
+        return None
+    if device.type != "cuda":
+        log.info("train.amp=%s is ignored on %s: mixed precision runs on CUDA only", amp, device.type)
+        return None
+    return AMP_DTYPES[amp]
+
+
+def _autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
+
+
+def _shared_features(compute: Callable[[], torch.Tensor]) -> torch.Tensor:
+    """The frozen-backbone features computed on rank 0 only and broadcast: once, not once per rank."""
+    return distributed.broadcast_tensor(compute() if distributed.is_main() else None)
 
 
 @dataclass
@@ -265,8 +337,12 @@ def fit(
 
     ``checkpoint_meta`` (config, class names, backbone, image size...) is stored
     in every checkpoint; ``fingerprint`` identifies config + data for resume.
+    In a process group (``signflow.distributed``) every rank calls this with the
+    same arguments: every rank resumes from last.pt, only rank 0 writes, and
+    ``callbacks`` run on every rank (the caller gives rank 0 its tracker).
     """
     spec = resolve_strategy(strategy)
+    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
     num_classes = int(checkpoint_meta["num_classes"])
     model.to(device)
     if cfg.channels_last:
@@ -281,55 +357,70 @@ def fit(
     prior_seconds, prior_rate = loop.result.train_seconds, loop.result.images_per_second
     feeder: Feeder
     if spec.frozen_backbone:
-        features = extract_features(
+        features = _shared_features(lambda: extract_features(
             model, train, norm, device,
             views=cfg.feature_views, augment=cfg, seed=cfg.seed, channels_last=cfg.channels_last,
-        ).to(device)
-        feeder = FeatureFeeder(model, features)
-        val_features = extract_features(model, val, norm, device, channels_last=cfg.channels_last)
+        )).to(device)
+        head = distributed.wrap_model(HeadOnly(model), device) if world > 1 else None
+        feeder = FeatureFeeder(model, features, net=head)
+        val_features = _shared_features(lambda: extract_features(model, val, norm, device,
+                                                                 channels_last=cfg.channels_last))
         val_feeder: Feeder = FeatureFeeder(model, val_features.to(device))
         log.info("cached frozen-backbone features %s in %.1fs", tuple(features.shape), time.perf_counter() - start)
     else:
-        feeder = ImageFeeder(model, train, cfg, norm, device)
+        feeder = ImageFeeder(model, train, cfg, norm, device, net=distributed.wrap_model(model, device))
         val_feeder = ImageFeeder(model, val, cfg, norm, device)
 
     train_labels = torch.from_numpy(train.labels.astype(np.int64))
     val_labels = torch.from_numpy(val.labels.astype(np.int64))
     weight = class_weights(train.labels, num_classes).to(device) if cfg.balance == "loss" else None
-    steps_per_epoch = max(1, sum(1 for _ in _batches(torch.arange(len(train)), cfg.batch_size)))
+    steps_per_epoch = max(1, sum(1 for _ in global_batches(torch.arange(len(train)), cfg.batch_size, world)))
     total_steps = steps_per_epoch * cfg.epochs
     warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     step_seconds, step_images = 0.0, 0
+    amp_dtype = resolve_amp(cfg.amp, device)
+    # fp16 needs loss scaling against gradient underflow; disabled, the scaler passes everything through.
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
     last_epoch = loop.epoch if loop.result.stopped_early else cfg.epochs  # a finished run stays finished
     for epoch in range(loop.epoch, last_epoch):
-        # Randomness derived from (seed, epoch): a resumed run continues exactly.
-        gen = torch.Generator().manual_seed(cfg.seed * 10_007 + epoch)
-        torch.manual_seed(cfg.seed * 10_007 + epoch)
+        # Randomness derived from (seed, epoch, rank): a resumed run continues exactly.
+        epoch_seed = cfg.seed * EPOCH_SEED_STRIDE + epoch
+        gen = torch.Generator().manual_seed(epoch_seed)
+        torch.manual_seed(epoch_seed + rank * RANK_SEED_STRIDE)
         apply_train_mode(model, strategy, cfg.unfreeze)
         epoch_start = time.perf_counter()
         total_loss, correct, seen = 0.0, 0, 0
-        order = epoch_order(train.labels, cfg.balance, gen)
-        batches = list(_batches(order, cfg.batch_size))
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False)
-        for idx in bar:
+        order = epoch_order(train.labels, cfg.balance, gen)  # the same global order on every rank
+        augment_gen = gen if rank == 0 else torch.Generator().manual_seed(epoch_seed + rank * RANK_SEED_STRIDE)
+        batches = list(global_batches(order, cfg.batch_size, world))
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=not main)
+        for batch in bar:
+            idx = rank_slice(batch, rank, world)
             for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
                 group["lr"] = base * lr_factor(loop.step, total_steps, warmup_steps)
             y = train_labels[idx].to(device)
-            logits = feeder.forward(feeder.train_batch(idx, gen))
-            loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
+            with _autocast(device, amp_dtype):
+                logits = feeder.forward(feeder.train_batch(idx, augment_gen))
+                loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            scaler.scale(loss).backward()  # distributed: DDP averages the gradients over ranks here
             if cfg.grad_clip > 0:
+                scaler.unscale_(optimizer)
                 nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             loop.step += 1
             total_loss += loss.item() * len(idx)
             correct += (logits.argmax(1) == y).sum().item()
             seen += len(idx)
             bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
         step_seconds += time.perf_counter() - epoch_start
+        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen])
+        seen = int(seen)
         step_images += seen
+        # Validation and last.pt use rank 0's batch-norm running statistics, on every rank.
+        distributed.broadcast_buffers(model)
         val_loss, val_acc = evaluate_loss(val_feeder, model, val_labels, cfg.batch_size)
         stats = EpochStats(epoch, total_loss / max(1, seen), correct / max(1, seen), val_loss, val_acc,
                            optimizer.param_groups[-1]["lr"], time.perf_counter() - epoch_start)
@@ -346,10 +437,12 @@ def fit(
             loop.stale_epochs += 1
         # Early only if epochs were left: patience running out on the last epoch is a full run.
         loop.result.stopped_early = 0 < cfg.patience <= loop.stale_epochs and epoch < cfg.epochs - 1
-        state = _checkpoint_state(model, optimizer, loop, epoch, total_steps, checkpoint_meta, fingerprint)
-        if improved:
-            save_checkpoint(checkpoint_dir / BEST_FILE, state)
-        save_checkpoint(checkpoint_dir / LAST_FILE, state)
+        if main:
+            state = _checkpoint_state(model, optimizer, loop, epoch, total_steps, checkpoint_meta, fingerprint)
+            if improved:
+                save_checkpoint(checkpoint_dir / BEST_FILE, state)
+            save_checkpoint(checkpoint_dir / LAST_FILE, state)
+        distributed.barrier()  # no rank starts the next epoch before last.pt of this one is complete
         for callback in callbacks:
             callback(stats)
         if loop.result.stopped_early:
