@@ -21,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from signflow.checkpoint import load_checkpoint
 from signflow.experiment import HISTORY_COLUMNS
 
-from project_copy import Project, copy_project
-from tiny_project import IMAGE_SIZE, shrink_params
+from project_copy import Project
+from tiny_project import IMAGE_SIZE, tiny_copy
 
 pytestmark = pytest.mark.slow
 
@@ -32,15 +32,7 @@ DATA_STAGES = ["download", "split", "add_unknown"]
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
     base = tmp_path_factory.mktemp("pipeline-train")
-    proj = copy_project(
-        repo_root,
-        base,
-        extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"},
-        drop_env=["DVC_EXP_NAME"],
-    )
-
-    proj.set_params(shrink_params(proj.params()))
-    return proj
+    return tiny_copy(repo_root, base)
 
 
 @pytest.fixture(scope="module")

@@ -28,8 +28,8 @@ from moto.server import ThreadedMotoServer
 from signflow.checkpoint import load_checkpoint
 from signflow.remote import RemoteError, configure_remote, default_storage, main
 
-from project_copy import Project, copy_project
-from tiny_project import shrink_params
+from project_copy import Project
+from tiny_project import tiny_copy
 
 PULLED_OUTPUTS = ["data/raw", "data/dataset", "models/best.pt"]
 UP_TO_DATE = "Data and pipelines are up to date"
@@ -61,13 +61,7 @@ def with_root(project: Project, root: Path, extra_env: dict[str, str] | None = N
 def baseline(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
     """The tiny project after a full ``dvc repro`` (every stage in dvc.lock), everything git holds committed."""
     base = tmp_path_factory.mktemp("remote-baseline")
-    project = copy_project(
-        repo_root,
-        base,
-        extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"},
-        drop_env=["DVC_EXP_NAME", *S3_CREDENTIALS],
-    )
-    project.set_params(shrink_params(project.params()))
+    project = tiny_copy(repo_root, base, drop_env=S3_CREDENTIALS)
     project.dvc("repro")
     commit_all(project, "baseline: tiny pipeline")
     return project

@@ -9,7 +9,6 @@ as in ``test_pipeline_train.py``) and checks DVC, MLflow and the table agree.
 from __future__ import annotations
 
 import argparse
-import copy
 import csv
 import json
 import subprocess
@@ -33,7 +32,8 @@ from signflow.sweep import (
     SweepError,
 )
 
-from project_copy import Project, copy_project
+from project_copy import Project
+from tiny_project import tiny_copy
 
 EXAMPLE_GRID = Path(__file__).with_name("sweep_grid_example.yaml")
 IMAGE_SIZE = 32
@@ -403,29 +403,13 @@ def test_add_arguments_defaults() -> None:
 # ------------------------------------------------------------------ end to end under DVC
 
 
-def _shrink(params: dict[str, Any]) -> dict[str, Any]:
-    """test_pipeline_train.py's tiny pipeline, on efficientnet_lite0 (offline ImageNet weights) for `full`.
-
-    The baseline's strategy (linear) is off the grid: a point equal to the committed baseline
-    reuses its results (DVC skips every stage), so it would train nothing and log no MLflow run.
-    """
-    params = copy.deepcopy(params)
-    params["strategy"] = "linear"
-    params["data"].update(source="synthetic", image_size=IMAGE_SIZE, decode_workers=1)
-    params["data"]["synthetic"].update(tracks_per_class=3, frames_per_track=3)
-    params["split"].update(train=0.4, val=0.3, test=0.3)  # one whole track per split and class
-    params["unknown"].update(max_images=12, heldout_max_images=6)
-    params["model"].update(backbone="efficientnet_lite0", weights="imagenet")
-    params["train"].update(epochs=1, batch_size=16, threads=1, device="cpu", feature_views=1)
-    return params
-
-
 @pytest.fixture(scope="module")
 def baseline(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
     base = tmp_path_factory.mktemp("sweep")
-    proj = copy_project(repo_root, base, extra_env={"MLFLOW_TRACKING_URI": f"sqlite:///{base / 'mlflow.db'}"},
-                        drop_env=["DVC_EXP_NAME"])
-    proj.set_params(_shrink(proj.params()))
+    # The baseline's strategy (linear) is off the grid: a point equal to the committed baseline reuses
+    # its results (DVC skips every stage), so it would train nothing and log no MLflow run.
+    # efficientnet_lite0: its ImageNet weights ship offline, so `full` is a real point.
+    proj = tiny_copy(repo_root, base, backbone="efficientnet_lite0", weights="imagenet")
     proj.dvc("repro")
     proj.run("git", "add", "-A")
     proj.run("git", "commit", "-q", "-m", "baseline: efficientnet_lite0 linear")

@@ -24,8 +24,8 @@ from mlflow.tracking import MlflowClient
 from signflow.parallel import available_cores
 from signflow.tracking import EXPERIMENT
 
-from project_copy import Project, copy_project
-from tiny_project import shrink_params
+from project_copy import Project
+from tiny_project import tiny_copy
 
 pytestmark = pytest.mark.slow
 
@@ -86,9 +86,7 @@ def server(tmp_path: Path) -> Iterator[Server]:
 
 
 def _project(tmp_path: Path, repo_root: Path, uri: str, **shrink: object) -> Project:
-    proj = copy_project(repo_root, tmp_path, extra_env={"MLFLOW_TRACKING_URI": uri}, drop_env=["DVC_EXP_NAME"])
-    proj.set_params(shrink_params(proj.params(), **shrink))
-    return proj
+    return tiny_copy(repo_root, tmp_path, tracking_uri=uri, **shrink)
 
 
 def _run_id(proj: Project) -> str:
