@@ -68,7 +68,7 @@ class EvaluationResult:
 
 
 def score_split(loaded: LoadedModel, frame: pd.DataFrame, images: np.ndarray, batch_size: int) -> Scored:
-    probs = predict_probs(loaded, np.asarray(images), batch_size)
+    probs = predict_probs(loaded, images, batch_size)  # a memory map stays one: predict_probs copies per batch
     return Scored(frame.reset_index(drop=True), probs, max_softmax_score(probs, loaded.unknown_index))
 
 

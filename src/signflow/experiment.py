@@ -34,10 +34,15 @@ HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_acc
 
 
 def load_labelled(dataset_dir: Path, split: str) -> tuple[pd.DataFrame, ArraySet]:
-    """The split's trainable rows (held-out open-set images excluded) as arrays."""
+    """The split's trainable rows (held-out open-set images excluded), over the memory-mapped array.
+
+    No copy: the set keeps the memory map and the kept row numbers (none when
+    every row is kept); training reads one batch of rows at a time.
+    """
     frame, images = load_split(dataset_dir, split)
     keep = (frame["label_idx"] >= 0).to_numpy()
-    return frame[keep].reset_index(drop=True), ArraySet(np.asarray(images[keep]), frame["label_idx"].to_numpy()[keep])
+    rows = None if keep.all() else np.flatnonzero(keep)
+    return frame[keep].reset_index(drop=True), ArraySet(images, frame["label_idx"].to_numpy()[keep], rows)
 
 
 def build_model(cfg: Config) -> SignModel:

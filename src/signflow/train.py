@@ -53,13 +53,31 @@ AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 @dataclass(frozen=True)
 class ArraySet:
-    """Decoded images (N, H, W, 3) uint8 and integer labels (N,)."""
+    """Decoded images (N, H, W, 3) uint8 and integer labels (N,), read a batch at a time.
 
-    images: np.ndarray
-    labels: np.ndarray
+    ``source`` may be a whole split's memory map with ``rows`` the N rows of it
+    this set is (``experiment.load_labelled``; None: every row, in order). The
+    loop reads only each batch's rows (:meth:`batch`), so the split is never
+    copied into RAM and memory does not grow with the number of images.
+    """
+
+    source: np.ndarray  # (M, H, W, 3) uint8, in memory or memory-mapped
+    labels: np.ndarray  # (N,) integer
+    rows: np.ndarray | None = None  # (N,) indices into source; None: source is the N images
 
     def __len__(self) -> int:
         return len(self.labels)
+
+    @property
+    def images(self) -> np.ndarray:
+        """All N images: ``source`` itself when ``rows`` is None, else a copy of those rows (all in RAM)."""
+        return self.source if self.rows is None else self.source[self.rows]
+
+    def batch(self, idx: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """The uint8 images (B, H, W, 3) at positions ``idx`` of this set, a contiguous copy of those rows only."""
+        idx = np.asarray(idx)
+        rows = idx if self.rows is None else self.rows[idx]
+        return torch.from_numpy(np.ascontiguousarray(self.source[rows]))
 
 
 @dataclass(frozen=True)
@@ -121,17 +139,18 @@ class ImageFeeder:
         net: nn.Module | None = None,
     ):
         self.model, self.cfg, self.norm, self.device = model, cfg, norm, device
-        self.images = torch.from_numpy(np.ascontiguousarray(data.images))
+        self.data = data  # batches read their rows only: a memory-mapped split is never copied whole
         net = model if net is None else net
         # Compiled or not, the parameters are the model's own: checkpoints are unaffected.
         self.run = torch.compile(net) if cfg.compile else net
 
     def train_batch(self, idx: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        x = train_transform(self.images[idx], self.cfg.augment, self.norm, gen, self.cfg.channels_last)
+        x = train_transform(self.data.batch(idx), self.cfg.augment, self.norm, gen, self.cfg.channels_last)
         return x.to(self.device, non_blocking=True)
 
     def eval_batch(self, idx: torch.Tensor) -> torch.Tensor:
-        return eval_transform(self.images[idx], self.norm, self.cfg.channels_last).to(self.device, non_blocking=True)
+        x = eval_transform(self.data.batch(idx), self.norm, self.cfg.channels_last)
+        return x.to(self.device, non_blocking=True)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.run(x)
@@ -184,13 +203,12 @@ def extract_features(
     generator seeded per view, so the cache is reproducible.
     """
     model.eval()
-    images = torch.from_numpy(np.ascontiguousarray(data.images))
     out = []
     for view in range(views):
         gen = torch.Generator().manual_seed(seed * 1_000_003 + view)
         chunks = []
         for idx in torch.arange(len(data)).split(FEATURE_BATCH):
-            batch = images[idx]
+            batch = data.batch(idx)  # only these rows are read
             if view == 0 or augment is None:
                 x = eval_transform(batch, norm, channels_last)
             else:

@@ -1,4 +1,9 @@
-"""Decode a manifest's image files into one uint8 array, in parallel, once."""
+"""Decode a manifest's image files into one uint8 array, in parallel, once.
+
+:func:`decode_into` writes each image into a given (N, S, S, 3) array as it
+arrives from the pool, so given a memory-mapped ``.npy`` (``arrays.write_split_streamed``)
+the stage's memory stays flat however many images there are.
+"""
 
 from __future__ import annotations
 
@@ -18,24 +23,35 @@ DECODE_CHUNK = 256  # below this many images a pool's start-up costs more than i
 def decode_frame(
     frame: pd.DataFrame, raw_root: Path, size: int, roi_crop: bool, workers: int, limits: ImageLimits
 ) -> np.ndarray:
-    """Decode and resize every image of ``frame`` into (N, size, size, 3) uint8, in parallel."""
-    jobs = [
+    """Decode and resize every image of ``frame`` into an in-memory (N, size, size, 3) uint8 array."""
+    out = np.empty((len(frame), size, size, 3), dtype=np.uint8)
+    decode_into(out, frame, raw_root, roi_crop, workers, limits)
+    return out
+
+
+def decode_into(
+    out: np.ndarray, frame: pd.DataFrame, raw_root: Path, roi_crop: bool, workers: int, limits: ImageLimits
+) -> None:
+    """Decode every image of ``frame`` into ``out`` (N, S, S, 3) uint8, in parallel, row by row in order."""
+    size = out.shape[1]
+    if out.shape != (len(frame), size, size, 3) or out.dtype != np.uint8:
+        raise ValueError(f"expected a ({len(frame)}, S, S, 3) uint8 output, got {out.shape} {out.dtype}")
+    # A generator, not a list: decoding in-process then holds one job at a time (the pool queues them all).
+    jobs = (
         (str(raw_root / row.path), (row.x1, row.y1, row.x2, row.y2) if roi_crop and row.x2 > row.x1 else None,
          size, limits)
         for row in frame.itertuples()
-    ]
-    out = np.empty((len(jobs), size, size, 3), dtype=np.uint8)
+    )
     workers = resolve_workers(workers)
-    with tqdm(total=len(jobs), desc="decode", unit="img", leave=False) as progress:
-        if workers == 1 or len(jobs) < DECODE_CHUNK:
+    with tqdm(total=len(frame), desc="decode", unit="img", leave=False) as progress:
+        if workers == 1 or len(frame) < DECODE_CHUNK:
             _fill(out, map(decode_job, jobs), progress)
         else:
             with process_pool(workers) as pool:
                 _fill(out, pool.map(decode_job, jobs, chunksize=max(1, DECODE_CHUNK // workers)), progress)
-    return out
 
 
 def _fill(out: np.ndarray, images: Iterable[np.ndarray], progress: tqdm) -> None:
     for i, image in enumerate(images):
-        out[i] = image
+        out[i] = image  # one image at a time: the pool's results are not all kept
         progress.update()

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Mapping, Sequence
 
@@ -18,8 +19,8 @@ import numpy as np
 import pandas as pd
 
 from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, DataConfig, SplitConfig, UnknownConfig
-from signflow.data.arrays import write_split
-from signflow.data.decode import decode_frame
+from signflow.data.arrays import write_split_streamed
+from signflow.data.decode import decode_into
 from signflow.data.images import ImageLimits
 from signflow.data.manifest import HELDOUT_LABEL_IDX, MANIFEST_COLUMNS, ROLE_HELDOUT, ROLE_UNKNOWN, DataError, to_frame
 from signflow.data.records import RawRecord
@@ -145,7 +146,9 @@ def build_dataset(
     frames = {}
     with atomic_path(out_dir) as tmp:
         for name in SPLIT_NAMES:
-            frames[name] = pd.concat([targets[name], extra[name]], ignore_index=True)
-            images = decode_frame(frames[name], images_dir, data.image_size, data.roi_crop, data.decode_workers, limits)
-            write_split(tmp, name, frames[name], images)
+            frame = frames[name] = pd.concat([targets[name], extra[name]], ignore_index=True)
+            # Decoded straight into the memory-mapped .npy: memory stays flat as the split grows.
+            fill = partial(decode_into, frame=frame, raw_root=images_dir, roi_crop=data.roi_crop,
+                           workers=data.decode_workers, limits=limits)
+            write_split_streamed(tmp, name, frame, data.image_size, fill)
     return frames
