@@ -34,8 +34,12 @@ lint: install
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# bench_scale.py runs its small sizes here (--quick); its full 10k-200k run: see benchmarks/README.md
 bench: install
-	for b in benchmarks/bench_*.py; do $(BIN)/python $$b || exit 1; done
+	for b in benchmarks/bench_*.py; do \
+		case $$b in *bench_scale.py) extra=--quick;; *) extra=;; esac; \
+		$(BIN)/python $$b $$extra || exit 1; \
+	done
 
 pr-report: install
 	$(BIN)/signflow pr-report --base $${BASE:-main}

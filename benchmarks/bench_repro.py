@@ -77,10 +77,10 @@ def set_params(path: Path, overrides: dict[str, Any]) -> None:
     rt.dump(params, path)
 
 
-def make_project(workdir: Path, params: Path, env: dict[str, str]) -> None:
-    """A git + DVC repository holding a copy of the pipeline with the tiny config."""
+def copy_pipeline(dest: Path) -> None:
+    """The files the pipeline needs (``COPIED``), from this checkout's working tree into ``dest``."""
     for name in COPIED:
-        source, target = common.REPO / name, workdir / name
+        source, target = common.REPO / name, dest / name
         if not source.exists():
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -88,6 +88,11 @@ def make_project(workdir: Path, params: Path, env: dict[str, str]) -> None:
             shutil.copytree(source, target, ignore=IGNORED)
         else:
             shutil.copy2(source, target)
+
+
+def make_project(workdir: Path, params: Path, env: dict[str, str]) -> None:
+    """A git + DVC repository holding a copy of the pipeline with the tiny config."""
+    copy_pipeline(workdir)
     shutil.copy2(params, workdir / "params.yaml")
     set_params(workdir / "params.yaml", TINY_PARAMS)
     run(["git", "init", "-q"], workdir, env)

@@ -3,7 +3,7 @@
 import logging
 
 from signflow import paths
-from signflow.config import load_config
+from signflow.config import OFFICIAL_TEST_SPLIT, load_config
 from signflow.data.arrays import load_split
 from signflow.evaluation import evaluate, score_split
 from signflow.inference import load_model
@@ -19,7 +19,10 @@ def main() -> None:
     loaded = load_model(paths.BEST_MODEL, configure_runtime(cfg.train))
     val, test = (score_split(loaded, *load_split(paths.DATASET_DIR, name), cfg.evaluate.batch_size)
                  for name in ("val", "test"))
-    result = evaluate(loaded, val, test, cfg.evaluate)
+    official = None
+    if (paths.DATASET_DIR / f"{OFFICIAL_TEST_SPLIT}.npy").exists():  # data.gtsrb.official_test was on
+        official = score_split(loaded, *load_split(paths.DATASET_DIR, OFFICIAL_TEST_SPLIT), cfg.evaluate.batch_size)
+    result = evaluate(loaded, val, test, cfg.evaluate, official)
     tables = {paths.PER_CLASS: result.per_class, paths.CONFUSION: result.confusion,
               paths.PREDICTIONS: result.predictions, paths.ROC: result.roc, paths.RELIABILITY: result.reliability}
     write_json(paths.EVALUATE_METRICS, result.metrics)

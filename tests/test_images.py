@@ -15,8 +15,8 @@ from PIL import ImageFile
 
 from signflow.config import ConfigError, DataConfig, from_mapping
 from signflow.data.images import BadImageError, ImageLimits, check_image, crop_and_resize, read_rgb
-from signflow.data.raw import DATA_SOURCES, materialise, validate_images
-from signflow.data.records import INDEX_FILE, QUARANTINE_COLUMNS, QUARANTINE_FILE, RawRecord, read_records
+from signflow.data.raw import DATA_SOURCES, STAGING_DIR, materialise, validate_images
+from signflow.data.records import INDEX_FILE, QUARANTINE_COLUMNS, QUARANTINE_FILE, RawRecord, read_records, shard_name
 
 LIMITS = ImageLimits(min_side=8, max_side=4096)
 
@@ -242,13 +242,17 @@ def test_materialise_folder_quarantines_bad_files(tmp_path: Path, image_folder: 
     assert (quarantine["class_id"] == "0").all() and quarantine["reason"].notna().all()
     for path in quarantine["path"]:
         assert (raw / "quarantine" / path).is_file()
-        assert not (raw / "images" / path).exists()
 
     index = read_records(raw / INDEX_FILE)
     assert index == good and len(index) == 18
-    assert all((raw / "images" / r.path).is_file() for r in index)
     assert {(r.class_id, r.track) for r in index} == {(c, f"{t:05d}") for c in "012" for t in range(3)}
-    assert (raw / "images" / "2" / "README.txt").is_file()  # the folder is copied as it is
+    # One shard per class holds exactly its usable images, byte for byte, named by their path in the folder.
+    assert sorted(p.relative_to(raw).as_posix() for p in raw.rglob("*.zip")) == [shard_name(c) for c in "012"]
+    for record in index:
+        assert record.shard == shard_name(record.class_id)
+        with zipfile.ZipFile(raw / record.shard) as zf:
+            assert zf.read(record.path) == (image_folder / record.path).read_bytes()
+    assert not (raw / STAGING_DIR).exists() and not list(raw.rglob("README.txt"))  # images only, no staging
 
     # the user's folder is untouched, and no temporary is left beside the output
     assert sorted(p.relative_to(image_folder) for p in image_folder.rglob("*")) == before

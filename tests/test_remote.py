@@ -16,6 +16,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,11 @@ def test_experiment_moves_through_git_origin_and_remote(baseline: Project, tmp_p
     teammate.dvc("exp", "branch", EXP_NAME, EXP_BRANCH)  # a git branch to open a pull request from
     assert yaml.safe_load(teammate.run("git", "show", f"{EXP_BRANCH}:params.yaml").stdout)["strategy"] == "full"
 
-    image = next(path for path in sorted((teammate.root / "data" / "raw" / "images").rglob("*")) if path.is_file())
+    shard = sorted((teammate.root / "data" / "raw" / "shards").glob("*.zip"))[0]  # a raw image, as a user has one
+    with zipfile.ZipFile(shard) as zf:
+        member = zf.namelist()[0]
+        image = tmp_path / Path(member).name
+        image.write_bytes(zf.read(member))
     predicted = teammate.run("python", "-m", "signflow", "predict", str(image), "--model", "models/best.pt",
                              "--json", "--threshold", "0")
     results = json.loads(predicted.stdout)

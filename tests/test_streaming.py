@@ -22,12 +22,13 @@ import torch
 from numpy.lib.format import open_memmap
 
 from signflow.config import Config, load_config
-from signflow.data.arrays import load_split, write_split, write_split_streamed
+from signflow.data.arrays import load_split, release_resident, write_split, write_split_streamed
 from signflow.data.decode import DECODE_CHUNK, decode_frame, decode_into
 from signflow.data.images import ImageLimits
 from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_TARGET, to_frame
 from signflow.data.records import RawRecord
 from signflow.experiment import build_model, checkpoint_meta, load_labelled
+from signflow.parallel import bounded_map, process_pool
 from signflow.runtime import configure_runtime
 from signflow.train import ArraySet, extract_features, fit
 
@@ -230,3 +231,56 @@ def test_features_from_the_memory_map_are_identical(tmp_path: Path, cfg: Config,
     mmap = extract_features(model, load_labelled(dataset, "val")[1], model.normalization, device, **kwargs)
     copy = extract_features(model, _old_style(dataset, "val"), model.normalization, device, **kwargs)
     assert torch.equal(mmap, copy)
+
+
+# ---- (d) pages read or written through a map leave the process's RSS -------------------------
+
+
+def _mapped_rss_kb(path: Path) -> int:
+    """Resident KB of this process's mappings of ``path`` (/proc/self/smaps); what ru_maxrss would count."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        if line[:1].isalnum() and "-" in line.split(" ", 1)[0]:  # a mapping's header line
+            inside = line.endswith(str(path))
+        elif inside and line.startswith("Rss:"):
+            total += int(line.split()[1])
+    return total
+
+
+@pytest.mark.skipif(not Path("/proc/self/smaps").exists(), reason="needs Linux /proc/self/smaps")
+def test_reading_and_writing_a_map_keeps_its_pages_out_of_rss(tmp_path: Path) -> None:
+    """A pass over a 12 MB split ends with almost none of it resident; the bytes are all there."""
+    n, batch = 1000, 64
+    images = np.random.default_rng(3).integers(0, 256, (n, SIZE * 2, SIZE * 2, 3), dtype=np.uint8)
+    path = tmp_path / "big.npy"
+    out = open_memmap(path, mode="w+", dtype=np.uint8, shape=images.shape)
+    for start in range(0, n, batch):
+        out[start:start + batch] = images[start:start + batch]
+    assert _mapped_rss_kb(path) > images.nbytes // 1024 // 2  # without a release, written pages stay resident
+    release_resident(out)
+    assert _mapped_rss_kb(path) < 64
+    out.flush()
+    del out
+
+    data = ArraySet(np.load(path, mmap_mode="r"), np.zeros(n, dtype=np.int64))
+    order = np.random.default_rng(0).permutation(n)
+    for start in range(0, n, batch):
+        idx = order[start:start + batch]
+        assert np.array_equal(data.batch(idx).numpy(), images[idx])
+        # at most about one batch (12 KB per image) may be resident at any time
+        assert _mapped_rss_kb(path) <= batch * images[0].nbytes // 1024 + 64
+
+
+def test_bounded_map_keeps_order_and_takes_one_window_of_jobs_at_a_time() -> None:
+    """ProcessPoolExecutor.map would pull all 1,000 jobs at once; the window pulls 64."""
+    pulled = []
+
+    def jobs():
+        for i in range(1000):
+            pulled.append(i)
+            yield -i
+
+    with process_pool(1) as pool:
+        results = bounded_map(pool, abs, jobs(), chunksize=8, window=64)
+        assert next(results) == 0 and len(pulled) == 64
+        assert [0, *results] == list(range(1000))

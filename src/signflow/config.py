@@ -27,8 +27,14 @@ import yaml
 from signflow.catalog import BACKBONES, STRATEGIES
 
 # The official training archive, with the URL and md5 torchvision.datasets.GTSRB uses.
-GTSRB_TRAINING_URL = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/GTSRB-Training_fixed.zip"
+GTSRB_ARCHIVES = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
+GTSRB_TRAINING_URL = f"{GTSRB_ARCHIVES}GTSRB-Training_fixed.zip"
 GTSRB_TRAINING_MD5 = "513f3c79a4c5141765e10e952eaa2478"
+# The official test set: images (no labels) and the ground-truth CSV, as torchvision has them.
+GTSRB_TEST_IMAGES_URL = f"{GTSRB_ARCHIVES}GTSRB_Final_Test_Images.zip"
+GTSRB_TEST_IMAGES_MD5 = "c7e4e6327067d32654124b0fe9e82185"
+GTSRB_TEST_GT_URL = f"{GTSRB_ARCHIVES}GTSRB_Final_Test_GT.zip"
+GTSRB_TEST_GT_MD5 = "fe31e9c9270bbcd7b84b7f21a9d9d9e5"
 WEIGHTS = ("imagenet", "none")
 OPTIMIZERS = ("adamw", "sgd")
 BALANCE_MODES = ("none", "loss", "sampler")
@@ -36,6 +42,7 @@ MONITORS = ("val_accuracy", "val_loss")
 DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")  # torch.autocast dtypes, CUDA only
 SPLIT_NAMES = ("train", "val", "test")
+OFFICIAL_TEST_SPLIT = "official_test"  # a source's own test set (data.gtsrb.official_test), beside the three
 GROUP_BY = ("track", "image")
 # Synthetic renderer bounds: below MIN_SYNTHETIC_SIDE px a sign is a few pixels and
 # the GTSRB margin rule breaks down.
@@ -132,12 +139,23 @@ def from_mapping(cls: type, mapping: Mapping[str, Any], prefix: str = "") -> Any
 class GtsrbConfig:
     url: str = GTSRB_TRAINING_URL
     md5: str = GTSRB_TRAINING_MD5
+    # Also fetch the official test set; the evaluate stage then reports official_test.* metrics.
+    official_test: bool = False
+    test_images_url: str = GTSRB_TEST_IMAGES_URL
+    test_images_md5: str = GTSRB_TEST_IMAGES_MD5
+    test_gt_url: str = GTSRB_TEST_GT_URL
+    test_gt_md5: str = GTSRB_TEST_GT_MD5
 
     def validate(self, prefix: str) -> None:
-        if not self.url:
-            _fail(f"{prefix}.url", self.url, "an http(s):// or file:// URL or a local path")
-        if self.md5 and (len(self.md5) != 32 or any(c not in "0123456789abcdef" for c in self.md5.lower())):
-            _fail(f"{prefix}.md5", self.md5, "32 hex digits, or empty to skip the check")
+        archives = [("url", "md5")]
+        if self.official_test:
+            archives += [("test_images_url", "test_images_md5"), ("test_gt_url", "test_gt_md5")]
+        for url_key, md5_key in archives:
+            if not getattr(self, url_key):
+                _fail(f"{prefix}.{url_key}", "", "an http(s):// or file:// URL or a local path")
+            md5 = getattr(self, md5_key)
+            if md5 and (len(md5) != 32 or any(c not in "0123456789abcdef" for c in md5.lower())):
+                _fail(f"{prefix}.{md5_key}", md5, "32 hex digits, or empty to skip the check")
 
 
 @dataclass(frozen=True)

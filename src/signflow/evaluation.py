@@ -3,7 +3,9 @@
 Closed set: every test image with a trainable label (the targets, plus the
 trained "unknown" class when enabled). Open set: target images against the
 held-out sign types the model never saw, scored by max softmax over the known
-classes; the rejection threshold is chosen on validation, never on test.
+classes; the rejection threshold is chosen on validation, never on test. When
+the data has an official test set (GTSRB's), its closed-set metrics are
+reported too, as ``official_test.*``, comparable with published results.
 """
 
 from __future__ import annotations
@@ -100,8 +102,18 @@ def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
             if v is None or isinstance(v, (int, float))}
 
 
-def evaluate(loaded: LoadedModel, val: Scored, test: Scored, cfg: EvaluateConfig) -> EvaluationResult:
-    """Everything the evaluate stage writes, computed from scored val and test splits."""
+def official_test_metrics(official: Scored, class_names: list[str], ece_bins: int) -> dict[str, Any]:
+    """Closed-set metrics of the official test set's labelled rows (held-out rows are left out)."""
+    rows = official.labelled
+    closed = classification_metrics(official.frame["label_idx"].to_numpy()[rows], official.probs[rows], class_names,
+                                    ece_bins)
+    return _flat("official_test", {k: closed[k] for k in ("accuracy", "macro_f1", "n")})
+
+
+def evaluate(
+    loaded: LoadedModel, val: Scored, test: Scored, cfg: EvaluateConfig, official: Scored | None = None
+) -> EvaluationResult:
+    """Everything the evaluate stage writes, computed from scored val and test splits (and the official test set)."""
     names = loaded.class_names
     mask = test.labelled
     labels, probs = test.frame["label_idx"].to_numpy()[mask], test.probs[mask]
@@ -120,7 +132,8 @@ def evaluate(loaded: LoadedModel, val: Scored, test: Scored, cfg: EvaluateConfig
     )[PREDICTION_COLUMNS]
     return EvaluationResult(
         metrics={**_flat("test", closed), **_flat("val", {"accuracy": val_closed["accuracy"]}),
-                 **_flat("openset", opened)},
+                 **_flat("openset", opened),
+                 **(official_test_metrics(official, names, cfg.ece_bins) if official is not None else {})},
         per_class=pd.DataFrame(per_class_table(labels, preds, names)).round(ROUND_DIGITS),
         confusion=pd.DataFrame(confusion_rows(labels, preds, names)),
         predictions=predictions,

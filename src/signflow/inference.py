@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from signflow.checkpoint import load_checkpoint
+from signflow.data.arrays import release_resident
 from signflow.models import SignModel, create_model
 from signflow.openset import unknown_index
 from signflow.transforms import Normalization, eval_transform
@@ -51,6 +52,7 @@ def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 256
     out = np.empty((len(images), len(loaded.class_names)), dtype=np.float32)
     for start in range(0, len(images), batch_size):
         batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # a copy: memmaps are read-only
+        release_resident(images)  # a memory map's pages just read leave RSS
         x = eval_transform(batch, loaded.normalization, loaded.channels_last).to(loaded.device)
         out[start:start + len(batch)] = torch.softmax(loaded.model(x).float(), dim=1).cpu().numpy()
     return out

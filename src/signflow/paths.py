@@ -13,7 +13,7 @@ from pathlib import Path
 PARAMS = Path("params.yaml")
 
 # download -> split -> add_unknown
-RAW_DIR = Path("data/raw")  # images/, quarantine/, index.csv, quarantine.csv (signflow.data.records)
+RAW_DIR = Path("data/raw")  # shards/, quarantine/, index.csv, official_test.csv, quarantine.csv (data.records)
 DOWNLOAD_CACHE = Path("data/downloads")  # git-ignored; keeps the archive so a re-run does not fetch again
 SPLIT_DIR = Path("data/split")  # {train,val,test}.csv: target manifests
 DATASET_DIR = Path("data/dataset")  # {split}.csv + {split}.npy: every image decoded once

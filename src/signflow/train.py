@@ -36,6 +36,7 @@ from tqdm import tqdm
 from signflow import distributed
 from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import TrainConfig
+from signflow.data.arrays import release_resident
 from signflow.strategies import apply_train_mode, param_groups, resolve_strategy
 from signflow.transforms import Normalization, eval_transform, train_transform
 
@@ -77,7 +78,9 @@ class ArraySet:
         """The uint8 images (B, H, W, 3) at positions ``idx`` of this set, a contiguous copy of those rows only."""
         idx = np.asarray(idx)
         rows = idx if self.rows is None else self.rows[idx]
-        return torch.from_numpy(np.ascontiguousarray(self.source[rows]))
+        images = np.ascontiguousarray(self.source[rows])
+        release_resident(self.source)  # a memory map's pages just read leave RSS: memory stays at one batch
+        return torch.from_numpy(images)
 
 
 @dataclass(frozen=True)

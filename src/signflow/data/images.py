@@ -2,14 +2,20 @@
 
 Headers are read before pixels, so an absurd size (a decompression bomb) is
 refused without allocating it; a full decode then catches truncated files,
-which OpenCV would silently return half grey.
+which OpenCV would silently return half grey. An image is a loose file or a
+member of a raw dataset's zip shard (:class:`ImageRef`); both decode the same way.
 """
 
 from __future__ import annotations
 
+import functools
+import io
 import logging
+import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple, Union
 
 import cv2
 import numpy as np
@@ -29,17 +35,62 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()  # frozen: safe to share as a default argument
+# Open shards kept per process: more than GTSRB's 43 classes, so a decode pass never reopens one.
+OPEN_SHARDS = 64
 
 
-def _open_checked(path: Path, limits: ImageLimits) -> Image.Image:
+class ImageRef(NamedTuple):
+    """Where an image's bytes are: the file ``path``, or member ``member`` of the zip ``path``."""
+
+    path: str
+    member: str = ""
+
+
+ImageSource = Union[Path, str, ImageRef]
+
+
+def image_ref(root: Path, path: str, shard: str = "") -> ImageRef:
+    """A record's image: member ``path`` of the shard ``root/shard``, or the loose file ``root/path``."""
+    return ImageRef(str(root / shard), path) if shard else ImageRef(str(root / path))
+
+
+@functools.lru_cache(maxsize=OPEN_SHARDS)
+def _open_shard(path: str, mtime_ns: int, size: int) -> zipfile.ZipFile:
+    """One open handle per shard and process (pools start from forkserver: nothing is inherited).
+
+    Keyed by modification time and size as well, so a shard rewritten at the same path is reopened.
+    """
+    return zipfile.ZipFile(path)
+
+
+def _read_member(ref: ImageRef) -> bytes:
     try:
-        size = path.stat().st_size
+        stat = os.stat(ref.path)
+        return _open_shard(ref.path, stat.st_mtime_ns, stat.st_size).read(ref.member)
+    except KeyError as err:
+        raise BadImageError(f"no member {ref.member!r} in shard {ref.path}") from err
+    except (OSError, zipfile.BadZipFile, EOFError) as err:
+        raise BadImageError(f"cannot read {ref.member!r} from shard {ref.path}: {err}") from err
+
+
+def _stat_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
     except OSError as err:
         raise BadImageError(f"cannot stat: {err.strerror}") from err
+
+
+def _open_checked(source: ImageSource, limits: ImageLimits) -> Image.Image:
+    if isinstance(source, ImageRef) and source.member:
+        data = _read_member(source)
+        size, opened = len(data), io.BytesIO(data)
+    else:
+        path = Path(source.path if isinstance(source, ImageRef) else source)
+        size, opened = _stat_size(path), path
     if size == 0:
         raise BadImageError("empty file")
     try:
-        image = Image.open(path)
+        image = Image.open(opened)
     except UnidentifiedImageError as err:
         raise BadImageError("not an image") from err
     except (OSError, Image.DecompressionBombError) as err:
@@ -53,10 +104,9 @@ def _open_checked(path: Path, limits: ImageLimits) -> Image.Image:
     return image
 
 
-def read_rgb(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
-    """Decode ``path`` fully to an RGB uint8 array (H, W, 3) or raise BadImageError."""
-    path = Path(path)
-    image = _open_checked(path, limits)
+def read_rgb(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarray:
+    """Decode ``source`` fully to an RGB uint8 array (H, W, 3) or raise BadImageError."""
+    image = _open_checked(source, limits)
     try:
         with image:
             # Our own size check above replaces Pillow's pixel cap, so large but
@@ -68,10 +118,10 @@ def read_rgb(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> np.ndarr
     return rgb
 
 
-def check_image(path: Path | str, limits: ImageLimits = DEFAULT_LIMITS) -> str | None:
+def check_image(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> str | None:
     """Return None for a usable image, else the reason it is not."""
     try:
-        read_rgb(path, limits)
+        read_rgb(source, limits)
     except BadImageError as err:
         return str(err)
     return None
@@ -101,13 +151,13 @@ def crop_and_resize(
 DecodeOutcome = tuple["np.ndarray | None", "str | None"]  # (image, None) or (None, reason)
 
 
-def decode_job(job: tuple[str, tuple[int, int, int, int] | None, int, ImageLimits]) -> np.ndarray:
+def decode_job(job: tuple[ImageSource, tuple[int, int, int, int] | None, int, ImageLimits]) -> np.ndarray:
     """Decode, crop and resize one validated dataset image (raises on a bad file)."""
-    path, roi, size, limits = job
-    return crop_and_resize(read_rgb(path, limits), size, roi)
+    source, roi, size, limits = job
+    return crop_and_resize(read_rgb(source, limits), size, roi)
 
 
-def check_job(job: tuple[str, ImageLimits]) -> str | None:
+def check_job(job: tuple[ImageSource, ImageLimits]) -> str | None:
     return check_image(*job)
 
 

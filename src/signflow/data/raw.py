@@ -1,16 +1,19 @@
-"""The download stage's library: materialise a source, validate, quarantine.
+"""The download stage's library: materialise a source, validate, quarantine, pack.
 
 Each data source is one registry entry turning the data config into image files
-under ``images/`` plus their records. Every image is then decoded once to check
-it; bad ones move to ``quarantine/`` and are listed with the reason, so nothing
-is silently dropped and nothing downstream can pick them up by accident.
+under a root plus their records (and, for a source that has one and was asked
+for it, an official test set). Every image is then decoded once to check it;
+bad ones are copied to ``quarantine/`` and listed with the reason, so nothing is
+silently dropped and nothing downstream can pick them up by accident. The good
+ones are packed into per-class shards (``signflow.data.shards``), which is what
+DVC tracks.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import shutil
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Callable, Sequence
@@ -21,44 +24,62 @@ from tqdm import tqdm
 from signflow.config import DataConfig, check_choice
 from signflow.data.images import ImageLimits, check_job
 from signflow.io import atomic_path
-from signflow.parallel import process_pool, resolve_workers
+from signflow.parallel import bounded_map, process_pool, resolve_workers
 from signflow.data.records import (
-    IMAGES_DIR,
     INDEX_FILE,
+    OFFICIAL_TEST_FILE,
     QUARANTINE_COLUMNS,
     QUARANTINE_DIR,
     QUARANTINE_FILE,
     RawRecord,
     write_records,
 )
+from signflow.data.shards import pack_shards
 
 log = logging.getLogger(__name__)
 
 VALIDATE_CHUNK = 64
+STAGING_DIR = "staging"  # loose images of a downloaded or rendered source, removed once packed
 
-SourceFn = Callable[[DataConfig, Path, Path], list[RawRecord]]
+
+@dataclass(frozen=True)
+class SourceImages:
+    """What a source produced: image files under ``root`` and their records (paths relative to it)."""
+
+    root: Path
+    records: list[RawRecord]
+    official_test: list[RawRecord] = field(default_factory=list)  # the source's own test set, if asked for
 
 
-def _synthetic(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRecord]:
+SourceFn = Callable[[DataConfig, Path, Path], SourceImages]  # (config, staging dir, download cache)
+
+
+def _synthetic(cfg: DataConfig, staging: Path, cache_dir: Path) -> SourceImages:
     from signflow.data.sources.synthetic import SIGN_TYPES, render_dataset
 
-    return render_dataset(images_dir, list(SIGN_TYPES), cfg.synthetic, workers=resolve_workers(cfg.decode_workers))
+    workers = resolve_workers(cfg.decode_workers)
+    return SourceImages(staging, render_dataset(staging, list(SIGN_TYPES), cfg.synthetic, workers=workers))
 
 
-def _gtsrb(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRecord]:
-    from signflow.data.sources.gtsrb import materialise_gtsrb
+def _gtsrb(cfg: DataConfig, staging: Path, cache_dir: Path) -> SourceImages:
+    from signflow.data.sources.gtsrb import materialise_gtsrb, materialise_gtsrb_test
 
-    return materialise_gtsrb(cfg.gtsrb.url, cfg.gtsrb.md5 or None, images_dir, cache_dir)
+    g = cfg.gtsrb
+    # Training first: its extraction replaces the staging directory.
+    records = materialise_gtsrb(g.url, g.md5 or None, staging, cache_dir)
+    if not g.official_test:
+        return SourceImages(staging, records)
+    official = materialise_gtsrb_test(g.test_images_url, g.test_images_md5 or None, g.test_gt_url,
+                                      g.test_gt_md5 or None, staging, cache_dir)
+    return SourceImages(staging, records, official)
 
 
-def _folder(cfg: DataConfig, images_dir: Path, cache_dir: Path) -> list[RawRecord]:
+def _folder(cfg: DataConfig, staging: Path, cache_dir: Path) -> SourceImages:
     from signflow.data.sources.folder import read_folder_tree
 
+    # Read in place: the shards become data/raw's self-contained, DVC-versioned snapshot of the folder.
     root = Path(cfg.folder.path).expanduser()
-    records = read_folder_tree(root, cfg.folder.track_pattern)
-    # Copy, so data/raw is a self-contained, DVC-versioned snapshot of the user's folder.
-    shutil.copytree(root, images_dir)
-    return records
+    return SourceImages(root, read_folder_tree(root, cfg.folder.track_pattern))
 
 
 # The one list of data.source names. Only this stage reads data.source, so it is
@@ -80,7 +101,8 @@ def validate_images(
     """Split records into usable ones and a quarantine table (path, class_id, reason)."""
     jobs = [(str(root / r.path), limits) for r in records]
     with process_pool(workers) as pool:
-        reasons = list(tqdm(pool.map(check_job, jobs, chunksize=VALIDATE_CHUNK), total=len(jobs), desc="validate", unit="img", leave=False))
+        checked = bounded_map(pool, check_job, jobs, chunksize=VALIDATE_CHUNK)
+        reasons = list(tqdm(checked, total=len(jobs), desc="validate", unit="img", leave=False))
     good = [r for r, why in zip(records, reasons) if why is None]
     bad = pd.DataFrame(
         [(r.path, r.class_id, why) for r, why in zip(records, reasons) if why is not None],
@@ -91,23 +113,35 @@ def validate_images(
     return good, bad
 
 
-def _move_to_quarantine(raw_dir: Path, bad: pd.DataFrame) -> None:
+def _copy_to_quarantine(root: Path, raw_dir: Path, bad: pd.DataFrame) -> None:
+    """Copy, not move: the root may be the user's own folder, which the stage never changes."""
     for path in bad["path"]:
         target = raw_dir / QUARANTINE_DIR / path
         target.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(raw_dir / IMAGES_DIR / path, target)
+        shutil.copyfile(root / path, target)
 
 
 def materialise(cfg: DataConfig, raw_dir: Path, cache_dir: Path) -> tuple[list[RawRecord], pd.DataFrame]:
-    """Build ``raw_dir`` (images/, quarantine/, index.csv, quarantine.csv) atomically."""
+    """Build ``raw_dir`` (shards/, quarantine/, index.csv, official_test.csv, quarantine.csv) atomically.
+
+    Returns the usable training records (as written to index.csv) and the quarantine table.
+    """
     source = resolve_source(cfg.source)
     limits = ImageLimits(cfg.min_image_side, cfg.max_image_side)
     with atomic_path(raw_dir) as tmp:
         tmp.mkdir()
-        records = source(cfg, tmp / IMAGES_DIR, cache_dir)
-        good, bad = validate_images(tmp / IMAGES_DIR, records, limits, cfg.decode_workers)
-        _move_to_quarantine(tmp, bad)
-        write_records(tmp / INDEX_FILE, good)
+        found = source(cfg, tmp / STAGING_DIR, cache_dir)
+        good, bad = validate_images(found.root, [*found.records, *found.official_test], limits, cfg.decode_workers)
+        _copy_to_quarantine(found.root, tmp, bad)
+        packed = {r.path: r for r in pack_shards(found.root, tmp, good)}
+        if (tmp / STAGING_DIR).exists():  # absent when the source reads the user's folder in place
+            shutil.rmtree(tmp / STAGING_DIR)
+        training = [packed[r.path] for r in found.records if r.path in packed]
+        write_records(tmp / INDEX_FILE, training)
+        if found.official_test:
+            write_records(tmp / OFFICIAL_TEST_FILE, [packed[r.path] for r in found.official_test if r.path in packed])
         bad.to_csv(tmp / QUARANTINE_FILE, index=False)
-    log.info("%s: %d images, %d classes, %d quarantined", cfg.source, len(good), len({r.class_id for r in good}), len(bad))
-    return good, bad
+    n_classes = len({r.class_id for r in training})
+    log.info("%s: %d images, %d classes, %d official test images, %d quarantined",
+             cfg.source, len(training), n_classes, len(packed) - len(training), len(bad))
+    return training, bad

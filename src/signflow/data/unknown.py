@@ -4,7 +4,9 @@ The originals retrained with an "unknown" class built from other signs. Two
 things are kept apart here: ``unknown`` sources are trained on; ``heldout``
 classes are never trained on and appear only in val/test, so evaluation can
 measure how the model treats sign types it has truly never seen. Then every
-split (targets from the split stage plus these) is decoded once into arrays.
+split (targets from the split stage plus these) is decoded once into arrays,
+and so is a source's official test set when there is one (``official_test``),
+labelled by the same rules.
 """
 
 from __future__ import annotations
@@ -18,13 +20,13 @@ from typing import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, DataConfig, SplitConfig, UnknownConfig
+from signflow.config import OFFICIAL_TEST_SPLIT, SPLIT_NAMES, UNKNOWN_NAME, DataConfig, SplitConfig, UnknownConfig
 from signflow.data.arrays import write_split_streamed
 from signflow.data.decode import decode_into
 from signflow.data.images import ImageLimits
 from signflow.data.manifest import HELDOUT_LABEL_IDX, MANIFEST_COLUMNS, ROLE_HELDOUT, ROLE_UNKNOWN, DataError, to_frame
 from signflow.data.records import RawRecord
-from signflow.data.split import split_records
+from signflow.data.split import split_records, target_frame
 from signflow.io import atomic_path
 
 log = logging.getLogger(__name__)
@@ -101,9 +103,15 @@ def build_open_set(
     heldout: Sequence[str],
     max_images: int,
     heldout_max_images: int,
+    available: Sequence[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
-    """Frames per split for the "unknown" class (when enabled) and the held-out set."""
-    available = sorted({r.class_id for r in index})
+    """Frames per split for the "unknown" class (when enabled) and the held-out set.
+
+    ``index`` needs only the non-target classes' records (targets never feed
+    either), with ``available`` then every class id of the data; by default it
+    is the index's classes.
+    """
+    available = sorted(available if available is not None else {r.class_id for r in index})
     missing = sorted(set(heldout) - set(available))
     if missing:
         raise DataError(f"params.yaml: unknown.heldout has ids {missing} not in the data; available: {available}")
@@ -122,33 +130,70 @@ def build_open_set(
             for name, parts in frames.items()}
 
 
+def official_test_frame(
+    records: Sequence[RawRecord], available: Sequence[str], data: DataConfig, unknown: UnknownConfig
+) -> pd.DataFrame:
+    """The official test set labelled like the splits; images of classes that play no role are left out.
+
+    Targets keep their label; with ``unknown.enabled`` the classes feeding
+    "unknown" are labelled unknown; held-out classes are held out. ``available``
+    is the training data's classes, which decide the "unknown" sources.
+    """
+    heldout = set(unknown.heldout)
+    sources = set(resolve_unknown_classes(available, data.class_ids, unknown.classes, unknown.heldout)
+                  if unknown.enabled else ())
+    frame = pd.concat([
+        target_frame([r for r in records if r.class_id in data.classes], data.classes),
+        to_frame([r for r in records if r.class_id in sources], UNKNOWN_NAME, len(data.classes), ROLE_UNKNOWN),
+        to_frame([r for r in records if r.class_id in heldout], UNKNOWN_NAME, HELDOUT_LABEL_IDX, ROLE_HELDOUT),
+    ], ignore_index=True)
+    log.info("official test set: %d of %d images have a role here", len(frame), len(records))
+    return frame
+
+
+def _with_open_set(targets: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
+    """A split's rows: its targets, then its open-set rows (no copy when there are none)."""
+    return targets.reset_index(drop=True) if extra.empty else pd.concat([targets, extra], ignore_index=True)
+
+
 def build_dataset(
     index: Sequence[RawRecord],
     targets: Mapping[str, pd.DataFrame],
-    images_dir: Path,
+    raw_dir: Path,
     out_dir: Path,
     data: DataConfig,
     split: SplitConfig,
     unknown: UnknownConfig,
+    official_test: Sequence[RawRecord] = (),
+    available: Sequence[str] | None = None,
 ) -> dict[str, pd.DataFrame]:
     """The add_unknown stage in one call: per split, targets + open-set rows, decoded into ``out_dir``.
 
-    ``targets`` are the split stage's manifests; ``images_dir`` holds the raw
-    images their paths are relative to. ``out_dir`` is replaced atomically.
-    Returns the manifests written.
+    ``targets`` are the split stage's manifests; ``raw_dir`` is the raw dataset
+    their shards (or loose paths) are relative to. A non-empty ``official_test``
+    adds that split. ``index`` and ``available`` are as in :func:`build_open_set`.
+    ``out_dir`` is replaced atomically. Returns the manifests written.
+
+    Memory: the index and each split stage manifest are dropped as soon as they
+    are used, so a caller that passes them without keeping a reference (as the
+    stage does) holds one copy of the manifests while decoding.
     """
+    available = sorted(available if available is not None else {r.class_id for r in index})
     extra = build_open_set(
         index, data.class_ids, split.fractions, split.seed, enabled=unknown.enabled,
         unknown_classes=unknown.classes, heldout=unknown.heldout, max_images=unknown.max_images,
-        heldout_max_images=unknown.heldout_max_images,
+        heldout_max_images=unknown.heldout_max_images, available=available,
     )
+    del index  # see "Memory" above
     limits = ImageLimits(data.min_image_side, data.max_image_side)
-    frames = {}
+    targets = dict(targets)  # popped split by split below: each manifest is released once its frame exists
+    frames = {name: _with_open_set(targets.pop(name), extra[name]) for name in SPLIT_NAMES}
+    if official_test:
+        frames[OFFICIAL_TEST_SPLIT] = official_test_frame(official_test, available, data, unknown)
     with atomic_path(out_dir) as tmp:
-        for name in SPLIT_NAMES:
-            frame = frames[name] = pd.concat([targets[name], extra[name]], ignore_index=True)
+        for name, frame in frames.items():
             # Decoded straight into the memory-mapped .npy: memory stays flat as the split grows.
-            fill = partial(decode_into, frame=frame, raw_root=images_dir, roi_crop=data.roi_crop,
+            fill = partial(decode_into, frame=frame, raw_root=raw_dir, roi_crop=data.roi_crop,
                            workers=data.decode_workers, limits=limits)
             write_split_streamed(tmp, name, frame, data.image_size, fill)
     return frames

@@ -1,4 +1,4 @@
-"""The German Traffic Sign Recognition Benchmark (GTSRB) training set as raw records.
+"""The German Traffic Sign Recognition Benchmark (GTSRB) training and official test sets as raw records.
 
 The official archive unpacks to ``GTSRB/Training/000NN/`` with one
 ``GT-000NN.csv`` per class (``;``-separated: Filename, Width, Height, Roi.X1,
@@ -6,19 +6,28 @@ Roi.Y1, Roi.X2, Roi.Y2, ClassId) and images named ``TTTTT_FFFFF.ppm``, where
 TTTTT is the physical sign's track: the up to 30 frames of one track are
 near-identical, so the track is what splits must keep together. Image sizes
 vary (about 15 to 250 px), so sizes and boxes always come from each CSV row.
+
+The official test set is two archives: ``GTSRB_Final_Test_Images.zip``
+(``GTSRB/Final_Test/Images/NNNNN.ppm``, 12,630 images without labels) and
+``GTSRB_Final_Test_GT.zip`` (``GT-final_test.csv``, the same columns with the
+class). Its images are single frames, so each is its own track; they are
+extracted under ``official_test/`` so their paths never clash with training's.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import logging
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 from urllib.parse import urlparse
 
-from signflow.data.archive import safe_extract_zip
+from signflow.data.archive import UnsafeArchiveError, safe_extract_zip
 from signflow.data.fetch import fetch
 from signflow.data.records import RawRecord
 
@@ -32,6 +41,8 @@ TRACK_SEPARATOR = "_"  # TTTTT_FFFFF.ppm
 CLASS_DIR = re.compile(r"^\d{5}$")  # 000NN
 GT_CSV = re.compile(r"^GT-\d{5}\.csv$")
 MISSING_EXAMPLES = 5  # how many missing files a warning lists
+OFFICIAL_TEST_DIR = "official_test"  # under the source root, beside GTSRB/Training
+TEST_GT_CSV = "GT-final_test.csv"  # in GTSRB_Final_Test_GT.zip (the images zip has a label-less .test.csv)
 
 
 @dataclass(frozen=True)
@@ -44,7 +55,10 @@ class GtsrbScan:
 
 def read_gtsrb_tree(root: Path) -> list[RawRecord]:
     """Records of every GTSRB training image under ``root``; missing files are logged."""
-    scan = scan_gtsrb_tree(root)
+    return _warn_missing(scan_gtsrb_tree(root), root)
+
+
+def _warn_missing(scan: GtsrbScan, root: Path) -> list[RawRecord]:
     if scan.missing:
         log.warning(
             "%d GT csv rows under %s reference missing images (skipped), e.g. %s",
@@ -94,6 +108,48 @@ def materialise_gtsrb(url: str, md5: str | None, raw_dir: Path, download_dir: Pa
     return read_gtsrb_tree(Path(raw_dir))
 
 
+def materialise_gtsrb_test(
+    images_url: str, images_md5: str | None, gt_url: str, gt_md5: str | None, root: Path, download_dir: Path
+) -> list[RawRecord]:
+    """Fetch the official test images and ground truth, extract the images under ``root/official_test``.
+
+    Returns their records, paths relative to ``root``; ground-truth rows whose
+    image is missing are logged and skipped, like the training set's.
+    """
+    images_zip = fetch(images_url, Path(download_dir) / archive_name(images_url), images_md5)
+    gt_zip = fetch(gt_url, Path(download_dir) / archive_name(gt_url), gt_md5)
+    test_root = Path(root) / OFFICIAL_TEST_DIR
+    safe_extract_zip(images_zip, test_root)
+    text, name = _read_gt_csv(gt_zip), f"{gt_zip}:{TEST_GT_CSV}"
+    first = next(csv.DictReader(io.StringIO(text), delimiter=CSV_DELIMITER), None)
+    if first is None:
+        raise ValueError(f"{name} has no rows")
+    image_dir = _dir_holding(test_root, (first.get("Filename") or "").strip(), images_zip)
+    scan = _split_missing(Path(root), _parse_gt(io.StringIO(text), Path(root), image_dir, name))
+    log.info("read %d official GTSRB test images", len(scan.records))
+    return _warn_missing(scan, test_root)
+
+
+def _read_gt_csv(gt_zip: Path) -> str:
+    """The ground-truth CSV's text, read from its zip in place (nothing is extracted)."""
+    try:
+        with zipfile.ZipFile(gt_zip) as zf:
+            names = [n for n in zf.namelist() if Path(n).name == TEST_GT_CSV]
+            if not names:
+                raise FileNotFoundError(f"{gt_zip} has no {TEST_GT_CSV}; is it GTSRB_Final_Test_GT.zip?")
+            return zf.read(names[0]).decode("utf-8-sig")
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise UnsafeArchiveError(f"{gt_zip} is not a readable zip file ({err}); delete it and download again") from err
+
+
+def _dir_holding(root: Path, filename: str, archive: Path) -> Path:
+    """The directory of the extracted ``archive`` that holds ``filename``."""
+    found = next(iter(sorted(root.rglob(filename))), None) if filename else None
+    if found is None:
+        raise FileNotFoundError(f"{archive} has no {filename!r}, the first image its ground truth names")
+    return found.parent
+
+
 def archive_name(url: str) -> str:
     """The file name a URL or path ends with, so different sources do not collide in the cache."""
     name = Path(urlparse(url).path).name if "://" in url else Path(url).name
@@ -105,28 +161,31 @@ def _read_class_dir(root: Path, class_dir: Path) -> tuple[list[RawRecord], list[
     if not csv_paths:
         log.info("%s has no GT csv; using directory name as class and no sizes", class_dir)
         return _records_without_csv(root, class_dir), []
-    records: list[RawRecord] = []
-    missing: list[str] = []
-    for csv_path in csv_paths:
-        for record in _records_from_csv(root, csv_path):
-            if (root / record.path).is_file():
-                records.append(record)
-            else:
-                missing.append(record.path)
-    return records, missing
+    scan = _split_missing(root, [record for csv_path in csv_paths for record in _records_from_csv(root, csv_path)])
+    return scan.records, scan.missing
 
 
 def _records_from_csv(root: Path, csv_path: Path) -> list[RawRecord]:
     """Parse one GT csv; a malformed row fails with the file and line, not silently."""
     with open(csv_path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh, delimiter=CSV_DELIMITER)
-        absent = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
-        if absent:
-            raise ValueError(f"{csv_path}: missing columns {absent}; expected {CSV_DELIMITER.join(CSV_COLUMNS)}")
-        try:
-            return [_row_record(root, csv_path.parent, row) for row in reader]
-        except ValueError as err:
-            raise ValueError(f"{csv_path}:{reader.line_num}: bad row ({err})") from err
+        return _parse_gt(fh, root, csv_path.parent, str(csv_path))
+
+
+def _parse_gt(fh: TextIO, root: Path, image_dir: Path, name: str) -> list[RawRecord]:
+    """Records of a GT csv whose file names live in ``image_dir``; ``name`` labels errors."""
+    reader = csv.DictReader(fh, delimiter=CSV_DELIMITER)
+    absent = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
+    if absent:
+        raise ValueError(f"{name}: missing columns {absent}; expected {CSV_DELIMITER.join(CSV_COLUMNS)}")
+    try:
+        return [_row_record(root, image_dir, row) for row in reader]
+    except ValueError as err:
+        raise ValueError(f"{name}:{reader.line_num}: bad row ({err})") from err
+
+
+def _split_missing(root: Path, records: list[RawRecord]) -> GtsrbScan:
+    present = [r for r in records if (root / r.path).is_file()]
+    return GtsrbScan(present, [r.path for r in records if not (root / r.path).is_file()])
 
 
 def _row_record(root: Path, class_dir: Path, row: dict[str, str]) -> RawRecord:
