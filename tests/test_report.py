@@ -17,16 +17,26 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+import yaml
 
-from signflow import plots
+from signflow import plots, presets
 from signflow.checkpoint import save_checkpoint
-from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, EvaluateConfig, load_config, load_params
+from signflow.config import (
+    SPLIT_NAMES,
+    UNKNOWN_NAME,
+    Config,
+    DataConfig,
+    EvaluateConfig,
+    load_config,
+    load_params,
+)
 from signflow.data.arrays import write_split
 from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_UNKNOWN, to_frame
 from signflow.data.records import RawRecord
@@ -37,14 +47,20 @@ from signflow.experiment import HISTORY_COLUMNS, build_model, checkpoint_meta
 from signflow.inference import load_model
 from signflow.io import write_json, write_text
 from signflow.report import (
+    CONFUSION_PNG,
     LEAST_CONFIDENT_PNG,
     MAX_QUARANTINE_LISTED,
+    MAX_SAMPLE_IMAGES,
     MISCLASSIFIED_PNG,
+    PER_CLASS_PNG,
     REPORT_FILE,
     SECTIONS,
+    TOP_CONFUSED,
     ReportInputs,
     ReportPaths,
     build_report,
+    confused_pairs,
+    display_names,
     load_report_inputs,
     render_markdown,
     select_samples,
@@ -69,26 +85,48 @@ def _records(class_id: str, tracks: int) -> list[RawRecord]:
             for t in range(tracks) for f in range(FRAMES)]
 
 
-def _split_frame(classes: dict[str, str], n_targets: int, heldout: bool) -> pd.DataFrame:
+def _split_frame(classes: dict[str, str], n_targets: int, heldout: bool, unknown: bool = True) -> pd.DataFrame:
     parts = [target_frame([r for c in classes for r in _records(c, 1)], classes)]
-    parts.append(to_frame([r for c in UNKNOWN_IDS for r in _records(c, 1)], UNKNOWN_NAME, n_targets, ROLE_UNKNOWN))
+    if unknown:
+        unknown_records = [r for c in UNKNOWN_IDS for r in _records(c, 1)]
+        parts.append(to_frame(unknown_records, UNKNOWN_NAME, n_targets, ROLE_UNKNOWN))
     if heldout:
         heldout = [r for c in HELDOUT_IDS for r in _records(c, 1)]
         parts.append(to_frame(heldout, UNKNOWN_NAME, HELDOUT_LABEL_IDX, ROLE_HELDOUT))
     return pd.concat(parts, ignore_index=True)
 
 
+def _tiny_config(repo_root: Path, **data_changes: Any) -> Config:
+    """The repository's config shrunk for tests: simple_cnn, no pretrained weights, 32 px."""
+    cfg = load_config(repo_root / "params.yaml")
+    return dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, backbone="simple_cnn", weights="none"),
+        data=dataclasses.replace(cfg.data, image_size=IMAGE_SIZE, **data_changes),
+    )
+
+
 @pytest.fixture(scope="module")
 def project(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny project in the pipeline's layout: params, dataset, model, every metrics file."""
-    root = tmp_path_factory.mktemp("project")
-    cfg = load_config(repo_root / "params.yaml")
-    cfg = dataclasses.replace(
-        cfg,
-        model=dataclasses.replace(cfg.model, backbone="simple_cnn", weights="none"),
-        data=dataclasses.replace(cfg.data, image_size=IMAGE_SIZE),
-        unknown=dataclasses.replace(cfg.unknown, enabled=True, heldout=HELDOUT_IDS),
-    )
+    # The four default classes whatever params.yaml holds now (`signflow preset gtsrb43` may have run).
+    cfg = _tiny_config(repo_root, classes=DataConfig().classes)
+    cfg = dataclasses.replace(cfg, unknown=dataclasses.replace(cfg.unknown, enabled=True, heldout=HELDOUT_IDS))
+    return _build_project(tmp_path_factory.mktemp("project"), cfg)
+
+
+@pytest.fixture(scope="module")
+def gtsrb43_built(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[ReportInputs, Path]:
+    """The report of the full benchmark set-up (the gtsrb43 preset): 43 targets, no unknown, nothing held out."""
+    preset = yaml.safe_load(presets.gtsrb43_text())
+    cfg = _tiny_config(repo_root, classes={str(k): v for k, v in preset["data"]["classes"].items()})
+    cfg = dataclasses.replace(cfg, unknown=dataclasses.replace(cfg.unknown, enabled=False, classes=(), heldout=()))
+    inputs = _inputs(_build_project(tmp_path_factory.mktemp("gtsrb43"), cfg))
+    return inputs, build_report(inputs, tmp_path_factory.mktemp("gtsrb43_out") / "reports")
+
+
+def _build_project(root: Path, cfg: Config) -> Path:
+    """Write params, a random-image dataset, an untrained model and every metrics file under ``root``."""
     (root / "params.yaml").write_text(json.dumps(cfg.to_dict()))  # JSON is YAML
     torch.manual_seed(0)
     model = build_model(cfg)
@@ -97,7 +135,9 @@ def project(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     rng = np.random.default_rng(0)
     n_targets = len(cfg.data.classes)
-    frames = {name: _split_frame(cfg.data.classes, n_targets, heldout=name != "train") for name in SPLIT_NAMES}
+    frames = {name: _split_frame(cfg.data.classes, n_targets, heldout=name != "train" and bool(cfg.unknown.heldout),
+                                 unknown=cfg.unknown.enabled)
+              for name in SPLIT_NAMES}
     dataset = root / "data/dataset"
     scored = {}
     for name, frame in frames.items():
@@ -122,8 +162,7 @@ def project(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-@pytest.fixture(scope="module")
-def inputs(project: Path) -> ReportInputs:
+def _inputs(project: Path) -> ReportInputs:
     metrics = project / "metrics"
     paths = ReportPaths(
         data_summary=metrics / "data.json", train_summary=metrics / "train.json", history=metrics / "train_history.csv",
@@ -132,6 +171,11 @@ def inputs(project: Path) -> ReportInputs:
         report_text=metrics / "classification_report.txt", dataset_dir=project / "data/dataset",
     )
     return load_report_inputs(paths, load_params(project / "params.yaml"), load_model(project / "models/best.pt"))
+
+
+@pytest.fixture(scope="module")
+def inputs(project: Path) -> ReportInputs:
+    return _inputs(project)
 
 
 @pytest.fixture(scope="module")
@@ -241,6 +285,102 @@ def test_grid_rejects_caption_mismatch(tmp_path: Path) -> None:
     assert not (tmp_path / "grid.png").exists()
 
 
+def _png_shape(path: Path) -> tuple[int, int]:
+    image = cv2.imread(str(path))
+    assert image is not None, path
+    return image.shape[0], image.shape[1]
+
+
+def test_confusion_figure_grows_with_classes_and_stays_dense(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    shapes = {}
+    for n in (2, 4, plots.DENSE_CLASSES, plots.DENSE_CLASSES + 1, 20, 43):
+        labels = np.repeat(np.arange(n), 5)
+        preds = np.where(rng.random(len(labels)) < 0.3, rng.integers(0, n, len(labels)), labels)
+        out = tmp_path / f"confusion_{n}.png"
+        plots.plot_confusion(labels, preds, [f"{k} class_with_a_rather_long_name_{k}" for k in range(n)], out)
+        shapes[n] = _png_shape(out)
+        width, height = plots.confusion_figure_size(n)
+        assert shapes[n] == pytest.approx((height * plots.DPI, width * plots.DPI), abs=1)  # drawn at its size
+    for layout in ([n for n in shapes if n <= plots.DENSE_CLASSES], [n for n in shapes if n > plots.DENSE_CLASSES]):
+        heights = [shapes[n][0] for n in sorted(layout)]
+        assert len(heights) >= 2 and heights == sorted(heights) and heights[0] < heights[-1]
+    assert shapes[43][0] > shapes[4][0]
+    # Past DENSE_CLASSES, one panel of small cells: narrower per class than two panels of big ones.
+    assert shapes[43][1] / 43 < shapes[4][1] / 4
+
+
+def test_per_class_chart_grows_with_classes(tmp_path: Path) -> None:
+    heights = []
+    for n in (4, 43):
+        recall = np.linspace(0.2, 1.0, n)
+        recall[0] = np.nan  # a class without test images
+        plots.plot_per_class_recall([f"class {k}" for k in range(n)], recall, np.arange(n), tmp_path / f"{n}.png")
+        heights.append(_png_shape(tmp_path / f"{n}.png")[0])
+    assert heights[1] > heights[0]
+    with pytest.raises(ValueError, match="names"):
+        plots.plot_per_class_recall(["a"], [0.5, 0.5], [1, 1], tmp_path / "bad.png")
+
+
+def test_long_labels_are_cut() -> None:
+    name = "32 end_of_all_speed_and_passing_limits"
+    assert len(plots.short_label(name)) == plots.MAX_LABEL_CHARS and plots.short_label(name).endswith("…")
+    assert plots.short_label("14 stop") == "14 stop"
+
+
+def test_confused_pairs_most_frequent_first() -> None:
+    names = ["a", "b", "c"]
+    labels = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    preds = np.array([1, 1, 2, 0, 0, 1, 2, 2])
+    rows = confused_pairs(labels, preds, names)
+    assert [r[:3] for r in rows] == [["a", "b", 2], ["a", "c", 1], ["b", "a", 1]]
+    assert rows[0][3] == "50.0%"  # 2 of a's 4 test images
+    assert confused_pairs(labels, labels, names) == []
+    assert len(confused_pairs(labels, preds, names, top=1)) == 1
+
+
+def test_samples_are_capped_and_spread_with_many_classes() -> None:
+    labels = [f"class_{k}" for k in range(43)]
+    frame = pd.DataFrame({"label": np.repeat(labels, 3), "class_id": np.repeat(np.arange(43).astype(str), 3),
+                          "role": "target"})
+    idx, titles = select_samples(frame)
+    assert 0 < len(idx) <= MAX_SAMPLE_IMAGES
+    assert len(set(titles)) == len(titles)  # one image per class, each a different class
+    assert titles[0] == labels[0] and titles[-1] == labels[-1]  # spread over the whole list
+
+
+# ------------------------------------------------------------- 43 classes
+
+
+def test_gtsrb43_report_is_readable(gtsrb43_built: tuple[ReportInputs, Path], built: Path) -> None:
+    inputs, report = gtsrb43_built
+    text = report.read_text()
+    n_classes = len(inputs.class_names)
+    assert n_classes == 43 and UNKNOWN_NAME not in inputs.class_names
+    for link in LINK.findall(text):
+        _assert_png(report.parent / link)
+    # No table is as wide as the class list: the dataset table turns classes into rows.
+    table_widths = [line.count("|") - 1 for line in text.splitlines() if line.startswith("|")]
+    assert max(table_widths) < n_classes
+    shown = display_names(inputs.test_frame)
+    for name in inputs.class_names:
+        assert text.count(f"| {shown[name]} |") >= 2  # a dataset row and a per-class row, "id name" each
+    assert shown["stop"] == "14 stop"
+    confused = text.split("Most confused pairs")[1].split("\n## ")[0]
+    assert 0 < sum(line.startswith("| ") for line in confused.splitlines()) - 1 <= TOP_CONFUSED
+    assert len(inputs.sample_images) <= MAX_SAMPLE_IMAGES
+    # The figures grow with the class count, the confusion matrix as one dense panel.
+    four, many = _png_shape(built.parent / CONFUSION_PNG), _png_shape(report.parent / CONFUSION_PNG)
+    assert many[0] > four[0] and many[1] / n_classes < four[1] / 4
+    assert _png_shape(report.parent / PER_CLASS_PNG)[0] > _png_shape(built.parent / PER_CLASS_PNG)[0]
+
+
+def test_four_class_report_keeps_one_column_per_class(built: Path, inputs: ReportInputs) -> None:
+    header = next(line for line in built.read_text().splitlines() if line.startswith("| split |"))
+    shown = display_names(inputs.test_frame)
+    assert all(f" {shown[n]} " in header for n in inputs.class_names if n != UNKNOWN_NAME)
+
+
 # ---------------------------------------------------------------------- stage
 
 
@@ -274,3 +414,12 @@ def test_no_heldout_images_says_so(inputs: ReportInputs) -> None:
     text = render_markdown(dataclasses.replace(inputs, metrics=metrics), {})
     assert "open-set AUROC n/a (no held-out images)" in text
     assert "| AUROC | n/a |" in text
+
+
+def test_official_test_metrics_appear_only_when_scored(inputs: ReportInputs) -> None:
+    assert "Official test set" not in render_markdown(inputs, {})
+    metrics = {**inputs.metrics, "official_test.accuracy": 0.9871, "official_test.macro_f1": 0.98,
+               "official_test.n": 12630}
+    text = render_markdown(dataclasses.replace(inputs, metrics=metrics), {})
+    section = text[text.index("**Official test set**"):]
+    assert "| accuracy | 0.9871 |" in section and "| images | 12630 |" in section

@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple
 
-from signflow import mlflow_server, paths, prreport, remote, sweep
+from signflow import mlflow_server, paths, presets, prreport, remote, sweep
 from signflow.config import DEVICES
 from signflow.logs import setup_logging
 
@@ -180,6 +180,8 @@ COMMANDS: dict[str, Command] = {
                      sweep.add_arguments, sweep.run),
     "mlflow-server": Command("run an MLflow tracking server (SQL store, proxied artifacts) on 127.0.0.1",
                              mlflow_server.add_arguments, mlflow_server.run),
+    "preset": Command("write a set of params.yaml keys from presets/NAME.yaml (gtsrb43: the 43-class benchmark)",
+                      presets.add_arguments, presets.run),
 }
 
 

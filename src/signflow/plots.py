@@ -20,6 +20,7 @@ import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.image import AxesImage
 
 from signflow.io import atomic_path
 from signflow.metrics import DEFAULT_TPR, confusion_matrix_counts, expected_calibration_error
@@ -32,6 +33,16 @@ TITLE_INCHES = 0.3  # room for a figure title
 CELL_INCHES = 0.75  # confusion-matrix cell side, so labels and counts stay legible
 LABEL_INCHES = 1.5  # confusion-matrix room for rotated class names
 MIN_CONFUSION_INCHES = 3.5
+# Past this many classes (GTSRB has 43) the confusion matrix is one dense panel: two panels of
+# 0.75 in cells are already 1650 px wide at 8 classes (7000 px at 43), and a number in every
+# cell is unreadable clutter.
+DENSE_CLASSES = 8
+DENSE_CELL_INCHES = 0.3  # fits a three-digit count at DENSE_CELL_FONT
+DENSE_LABEL_INCHES = 1.9  # room for a MAX_LABEL_CHARS tick label at TICK_FONT
+DENSE_CELL_FONT = 5.5
+TICK_FONT = 7
+COLORBAR_INCHES = 0.9
+MAX_LABEL_CHARS = 24  # longer class names ("32 end_of_all_speed_and_passing_limits") are cut with an ellipsis
 BAR_INCHES = 0.28  # one probability bar, so the class names beside it stay legible
 BAR_AXIS_INCHES = 0.5  # the probability axis under the bars
 PAIR_INCHES = 0.6 * 2 * PANEL_INCHES  # one thumbnail + bars pair
@@ -96,35 +107,109 @@ def plot_history(history: pd.DataFrame, out: Path | str, best_epoch: int | None 
             ax.xaxis.get_major_locator().set_params(integer=True)
 
 
-def _annotate(ax: Axes, values: np.ndarray, texts: np.ndarray, vmax: float) -> None:
+def short_label(name: str, limit: int = MAX_LABEL_CHARS) -> str:
+    """``name`` cut to ``limit`` characters, the cut marked with an ellipsis."""
+    return name if len(name) <= limit else name[: limit - 1] + "…"
+
+
+def _annotate(ax: Axes, values: np.ndarray, texts: np.ndarray, vmax: float, fontsize: float = CELL_FONT) -> None:
+    """Write ``texts`` over the cells; an empty text leaves its cell blank."""
     for (i, j), value in np.ndenumerate(values):
+        if not texts[i, j]:
+            continue
         dark = vmax > 0 and value / vmax > DARK_CELL
-        ax.text(j, i, texts[i, j], ha="center", va="center", fontsize=CELL_FONT, color="white" if dark else "black")
+        ax.text(j, i, texts[i, j], ha="center", va="center", fontsize=fontsize, color="white" if dark else "black")
 
 
 def _confusion_panel(
-    ax: Axes, values: np.ndarray, texts: np.ndarray, names: Sequence[str], title: str, vmax: float
-) -> None:
-    ax.imshow(values, cmap=CMAP, vmin=0, vmax=vmax)
-    _annotate(ax, values, texts, vmax)
+    ax: Axes, values: np.ndarray, texts: np.ndarray, names: Sequence[str], title: str, vmax: float,
+    dense: bool = False,
+) -> AxesImage:
+    image = ax.imshow(values, cmap=CMAP, vmin=0, vmax=vmax)
+    _annotate(ax, values, texts, vmax, DENSE_CELL_FONT if dense else CELL_FONT)
     ticks = np.arange(len(names))
-    ax.set_xticks(ticks, names, rotation=45, ha="right")
-    ax.set_yticks(ticks, names)
+    labels = [short_label(n) for n in names]
+    tick_font = TICK_FONT if dense else None
+    # Dense: vertical x labels, so each stays under its own narrow column.
+    ax.set_xticks(ticks, labels, rotation=90 if dense else 45, ha="center" if dense else "right", fontsize=tick_font)
+    ax.set_yticks(ticks, labels, fontsize=tick_font)
     ax.set(title=title, xlabel="predicted", ylabel="actual")
+    return image
+
+
+def confusion_figure_size(n_classes: int) -> tuple[float, float]:
+    """(width, height) in inches of :func:`plot_confusion`'s figure for ``n_classes`` classes."""
+    if n_classes > DENSE_CLASSES:
+        side = DENSE_CELL_INCHES * n_classes + DENSE_LABEL_INCHES
+        return side + COLORBAR_INCHES, side
+    side = max(MIN_CONFUSION_INCHES, CELL_INCHES * n_classes + LABEL_INCHES)
+    return 2 * side, side
 
 
 def plot_confusion(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str], out: Path | str) -> None:
-    """Counts and row-normalised (recall) confusion matrices, every cell annotated."""
+    """Confusion matrices of the test images, rows the true class.
+
+    Up to ``DENSE_CLASSES`` classes: counts beside row-normalised (recall)
+    shares, every cell annotated. Beyond: one panel coloured by the
+    row-normalised share (so a rare class's mistakes show as clearly as a common
+    one's), its non-zero counts written small and zeros left blank, since the
+    mistakes are what one looks for among 43 x 43 cells.
+    """
     counts = confusion_matrix_counts(labels, preds, len(class_names))
     totals = counts.sum(axis=1, keepdims=True)
     # A class absent from the test labels has an all-zero row, not NaN.
     shares = np.divide(counts, totals, out=np.zeros(counts.shape, dtype=float), where=totals > 0)
-    side = max(MIN_CONFUSION_INCHES, CELL_INCHES * len(class_names) + LABEL_INCHES)
-    with _saved_figure(out, 2 * side, side) as fig:
+    dense = len(class_names) > DENSE_CLASSES
+    with _saved_figure(out, *confusion_figure_size(len(class_names))) as fig:
+        if dense:
+            ax = fig.add_subplot()
+            count_text = np.where(counts > 0, counts.astype(str), "")
+            image = _confusion_panel(ax, shares, count_text, class_names,
+                                     "Test confusion: colour = share of the true class, numbers = counts", 1.0, True)
+            fig.colorbar(image, ax=ax, shrink=0.5, label="share of the row (recall on the diagonal)")
+            return
         left, right = fig.subplots(1, 2)
         _confusion_panel(left, counts, counts.astype(str), class_names, "Counts", float(max(counts.max(), 1)))
         share_text = np.vectorize(lambda v: f"{v:.2f}" if v else "0")(shares)
         _confusion_panel(right, shares, share_text, class_names, "Row-normalised (recall)", 1.0)
+
+
+def per_class_figure_height(n_classes: int) -> float:
+    """Height in inches of :func:`plot_per_class_recall`'s figure: one bar per class."""
+    return BAR_INCHES * n_classes + BAR_AXIS_INCHES + TITLE_INCHES
+
+
+def plot_per_class_recall(names: Sequence[str], recall: Sequence[float], support: Sequence[int],
+                          out: Path | str) -> None:
+    """Per-class accuracy (recall) as horizontal bars, worst class on top, the dotted line at their mean.
+
+    One bar per class at a fixed height, so 43 classes stay as legible as 4;
+    sorted so the classes that need work are the first thing one reads.
+    """
+    recall, support = np.asarray(recall, dtype=float), np.asarray(support, dtype=int)
+    if len(names) != len(recall) or len(recall) != len(support):
+        raise ValueError(f"{len(names)} names, {len(recall)} recalls, {len(support)} supports")
+    if len(names) == 0:
+        _message_figure(out, "no classes", "Per-class accuracy")
+        return
+    order = np.argsort(np.nan_to_num(recall, nan=-1.0), kind="stable")  # worst first; NaN (no images) before all
+    y = np.arange(len(order))
+    with _saved_figure(out, 1.5 * PANEL_INCHES, per_class_figure_height(len(names))) as fig:
+        ax = fig.add_subplot()
+        ax.barh(y, np.nan_to_num(recall[order]), color=BAR_COLOUR)
+        ax.set_yticks(y, [short_label(names[k]) for k in order], fontsize=CAPTION_FONT + 1)
+        ax.invert_yaxis()  # worst on top
+        for row, k in enumerate(order):
+            value = "n/a" if np.isnan(recall[k]) else f"{recall[k]:.2f}"
+            x = min(np.nan_to_num(recall[k]) + VALUE_OFFSET, MAX_VALUE_X)
+            ax.text(x, row, f"{value} (n={support[k]})", va="center", fontsize=CAPTION_FONT)
+        title = "Per-class accuracy (worst first)"
+        if np.isfinite(recall).any():
+            mean = float(np.nanmean(recall))
+            ax.axvline(mean, color=VAL_COLOUR, linestyle=":")
+            title += f"; dotted: mean {mean:.3f}"
+        ax.set(xlim=(0, 1), xlabel="recall: share of the class's test images classified as it", title=title)
+        ax.grid(axis="x", alpha=GRID_ALPHA)
 
 
 def plot_image_grid(

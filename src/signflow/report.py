@@ -23,9 +23,10 @@ import pandas as pd
 from signflow import plots
 from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, flatten
 from signflow.data.arrays import load_split
-from signflow.data.manifest import ROLE_HELDOUT, ROLE_UNKNOWN
+from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET, ROLE_UNKNOWN
 from signflow.inference import LoadedModel, predict_probs
 from signflow.io import atomic_path
+from signflow.metrics import confusion_matrix_counts
 from signflow.openset import decide
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ REPORT_FILE = "report.md"
 CONFUSION_PNG, HISTORY_PNG = "confusion.png", "training_curves.png"
 MISCLASSIFIED_PNG, LEAST_CONFIDENT_PNG = "misclassified.png", "least_confident_correct.png"
 SAMPLES_PNG, RELIABILITY_PNG, ROC_PNG = "sample_probabilities.png", "reliability.png", "roc.png"
+PER_CLASS_PNG = "per_class_accuracy.png"
 # Section headings, in report order (tests check each one is present).
 SECTIONS = (
     "Dataset", "Key parameters", "Metrics", "Per-class results", "Confusion matrix", "Training curves",
@@ -44,6 +46,12 @@ SECTIONS = (
 MAX_GRID_IMAGES = 24  # per image grid: enough to see a pattern, small enough to load fast
 GRID_COLS = 6
 SAMPLES_PER_CLASS = 2  # sample images per test label and per held-out class in the probability chart
+# Images in the probability chart at most: with 43 classes, 2 each would make a 15000 px tall PNG;
+# 16 (8 rows) still holds the four-class set-up's 2 per label and per held-out class.
+MAX_SAMPLE_IMAGES = 16
+# Dataset table: up to this many classes one column each; more (GTSRB's 43) get one row each.
+MAX_LABEL_COLUMNS = 8
+TOP_CONFUSED = 10  # rows of the "most confused pairs" table
 SAMPLE_BATCH = 64  # the samples are few: one small batch
 MAX_QUARANTINE_LISTED = 50  # longer lists stay in metrics/data.json
 DIGITS = 4  # decimals of metric values in tables
@@ -70,6 +78,12 @@ CLOSED_SET_METRICS = (
     ("test.ece", "ECE", "expected calibration error: gap between confidence and accuracy (lower is better)"),
     ("test.n", "test images", "closed-set test images"),
     ("val.accuracy", "val accuracy", "the same accuracy on the validation split"),
+)
+# Shown only when the data has an official test set (data.gtsrb.official_test).
+OFFICIAL_TEST_METRICS = (
+    ("official_test.accuracy", "accuracy", "share of official test images of trained classes given the right class"),
+    ("official_test.macro_f1", "macro F1", "mean F1 over classes"),
+    ("official_test.n", "images", "official test images of trained classes"),
 )
 OPEN_SET_METRICS = (
     ("openset.auroc", "AUROC",
@@ -126,13 +140,17 @@ class ReportPaths:
 # ----------------------------------------------------------------- loading
 
 
-def select_samples(frame: pd.DataFrame, per_class: int = SAMPLES_PER_CLASS) -> tuple[np.ndarray, list[str]]:
-    """Row indices and titles: a few images per test label and per held-out class.
+def select_samples(
+    frame: pd.DataFrame, per_class: int = SAMPLES_PER_CLASS, max_images: int = MAX_SAMPLE_IMAGES
+) -> tuple[np.ndarray, list[str]]:
+    """Row indices and titles: a few images per test label and per held-out class, ``max_images`` at most.
 
     Deterministic and spread out: rows evenly spaced through each group in
     manifest order (which follows tracks), so the picks are different physical
     signs rather than consecutive frames of one. Held-out images are grouped
     by their original class id, since they all share the label "unknown".
+    With more groups than fit (43 GTSRB classes), one image per group, and
+    groups evenly spaced through the class list when even that is too many.
     """
     frame = frame.reset_index(drop=True)
     heldout = frame["role"] == ROLE_HELDOUT
@@ -141,6 +159,10 @@ def select_samples(frame: pd.DataFrame, per_class: int = SAMPLES_PER_CLASS) -> t
         groups.append((str(label), rows))
     for class_id, rows in frame[heldout].groupby("class_id", sort=False).groups.items():
         groups.append((f"never seen (class {class_id})", rows))
+    if len(groups) * per_class > max_images:
+        per_class = max(1, max_images // len(groups))
+        keep = np.unique(np.linspace(0, len(groups) - 1, min(len(groups), max_images)).round().astype(int))
+        groups = [groups[k] for k in keep]
     indices, titles = [], []
     for title, rows in groups:
         picks = np.unique(np.linspace(0, len(rows) - 1, min(per_class, len(rows))).round().astype(int))
@@ -233,18 +255,34 @@ def _split_order(name: str) -> tuple[int, str]:
     return (SPLIT_NAMES.index(name) if name in SPLIT_NAMES else len(SPLIT_NAMES), name)
 
 
-def _dataset_section(summary: Mapping[str, Any], class_names: Sequence[str]) -> str:
-    splits = summary.get("splits", {})
+def _split_tables(summary: Mapping[str, Any], class_names: Sequence[str], shown: Mapping[str, str]) -> list[str]:
+    """Images per split and class: one column per class up to MAX_LABEL_COLUMNS, else a row per class."""
+    splits = sorted(summary.get("splits", {}).items(), key=lambda item: _split_order(item[0]))
     labels = [n for n in class_names if n != UNKNOWN_NAME]
-    headers = ["split", "images", "tracks", *labels, "unknown (trained)", "held-out (never seen)"]
-    rows = [
-        [name, s["images"], s["tracks"], *(s["per_label"].get(label, 0) for label in labels),
-         s["per_role"].get(ROLE_UNKNOWN, 0), s["per_role"].get(ROLE_HELDOUT, 0)]
-        for name, s in sorted(splits.items(), key=lambda item: _split_order(item[0]))
-    ]
+    roles = [(ROLE_UNKNOWN, "unknown (trained)"), (ROLE_HELDOUT, "held-out (never seen)")]
+    if len(labels) <= MAX_LABEL_COLUMNS:
+        headers = ["split", "images", "tracks", *(shown.get(n, n) for n in labels), *(h for _, h in roles)]
+        return [md_table(headers, [
+            [name, s["images"], s["tracks"], *(s["per_label"].get(label, 0) for label in labels),
+             *(s["per_role"].get(role, 0) for role, _ in roles)]
+            for name, s in splits
+        ])]
+    # 43 columns would not fit any page: the split totals, then the classes as rows.
+    by_split = md_table(["split", "images", "tracks", "target signs", *(h for _, h in roles)], [
+        [name, s["images"], s["tracks"], s["per_role"].get(ROLE_TARGET, 0),
+         *(s["per_role"].get(role, 0) for role, _ in roles)]
+        for name, s in splits
+    ])
+    by_class = md_table(["class", *(name for name, _ in splits)],
+                        [[shown.get(label, label), *(s["per_label"].get(label, 0) for _, s in splits)]
+                         for label in labels])
+    return [by_split, f"Target images per class and split:\n\n{by_class}"]
+
+
+def _dataset_section(summary: Mapping[str, Any], class_names: Sequence[str], shown: Mapping[str, str]) -> str:
     targets = summary.get("targets", {})
     parts = [
-        md_table(headers, rows),
+        *_split_tables(summary, class_names, shown),
         f"Target signs: {_fmt(targets.get('images'))} images from {_fmt(targets.get('tracks'))} tracks "
         f"(physical signs); tracks shared between splits: {_fmt(summary.get('tracks_shared_between_splits'))} "
         "(0 means no sign is in two splits).",
@@ -282,6 +320,10 @@ def _metrics_section(metrics: Mapping[str, Any]) -> str:
         "**Open set** (target test images against held-out sign types never seen in training; "
         "score = max softmax over the known classes):",
         md_table(["metric", "value", "meaning"], _metric_rows(metrics, OPEN_SET_METRICS)),
+        *(["**Official test set** (the source's own test images, e.g. GTSRB's 12,630; comparable with "
+           "published results only for the same classes and image resolution):",
+           md_table(["metric", "value", "meaning"], _metric_rows(metrics, OFFICIAL_TEST_METRICS))]
+          if "official_test.accuracy" in metrics else []),
     ])
 
 
@@ -294,6 +336,59 @@ def _training_text(summary: Mapping[str, Any]) -> str:
     )
 
 
+def display_names(test_frame: pd.DataFrame) -> dict[str, str]:
+    """Class name -> how the report labels it: "14 stop" (class id, then name), from the test manifest.
+
+    The ids come from the manifest (a declared input of the stage), not from
+    params.yaml's data.classes, which the report stage does not depend on. A
+    class without test images, ``unknown`` and folder classes named by their
+    id keep their plain name.
+    """
+    targets = test_frame[test_frame["role"] == ROLE_TARGET].drop_duplicates("label")
+    shown = {}
+    for label, class_id in zip(targets["label"].astype(str), targets["class_id"].astype(str), strict=True):
+        class_id = str(int(class_id)) if class_id.isdigit() else class_id  # "00012" -> "12"
+        shown[label] = label if class_id == label else f"{class_id} {label}"
+    return shown
+
+
+def _per_class_section(inputs: ReportInputs, shown: Mapping[str, str]) -> str:
+    per_class = inputs.per_class
+    table = per_class.assign(**{"class": [shown.get(str(n), str(n)) for n in per_class["class"]]})
+    rows = md_table(list(table.columns), list(table.itertuples(index=False)))
+    return f"{rows}\n\n![per-class accuracy]({PER_CLASS_PNG})"
+
+
+def confused_pairs(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str],
+                   top: int = TOP_CONFUSED) -> list[list[Any]]:
+    """The ``top`` most frequent (true, predicted) mistakes: true, predicted, images, share of the true class."""
+    counts = confusion_matrix_counts(labels, predicted, len(names))
+    totals = counts.sum(axis=1)  # test images per true class
+    np.fill_diagonal(counts, 0)
+    order = np.argsort(-counts, axis=None, kind="stable")[:top]
+    rows = []
+    for flat in order:
+        actual, guess = np.unravel_index(flat, counts.shape)
+        if counts[actual, guess] == 0:
+            break
+        rows.append([names[actual], names[guess], int(counts[actual, guess]),
+                     _pct(counts[actual, guess] / totals[actual])])
+    return rows
+
+
+def _confused_text(inputs: ReportInputs, shown: Mapping[str, str]) -> str:
+    _, labels, predicted = _closed_set(inputs)
+    names = [shown.get(n, n) for n in inputs.class_names]
+    rows = confused_pairs(labels, predicted, names)
+    if not rows:
+        return "No test image is misclassified: no confused pairs."
+    wrong = labels != predicted
+    n_pairs = len(set(zip(labels[wrong].tolist(), predicted[wrong].tolist(), strict=True)))
+    return (f"Most confused pairs: the {len(rows)} most frequent of {n_pairs} (true, predicted) pairs "
+            f"among {int(wrong.sum())} misclassified test images.\n\n"
+            + md_table(["true class", "predicted as", "images", "share of the true class"], rows))
+
+
 # ----------------------------------------------------------------- figures
 
 # Per figure section: the PNG it links, its alt text, and how to read it.
@@ -304,7 +399,8 @@ FIGURES = {
     "Least-confident correct predictions": (LEAST_CONFIDENT_PNG, "least-confident correct predictions", ""),
     "Sample predictions": (
         SAMPLES_PNG, "sample probabilities",
-        "Probabilities for a few test images per class, including held-out sign types the model never saw "
+        "Probabilities for a few test images per class (one each for a spread of the classes when there are "
+        f"many: {MAX_SAMPLE_IMAGES} images at most), including held-out sign types the model never saw "
         "(ideally: low bars for every known sign, or \"unknown\"). Under each title, the final answer (→) "
         "after the open-set threshold.",
     ),
@@ -365,7 +461,12 @@ def _draw_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, str]:
     """Every PNG into ``out_dir``; returns notes (by section) that depend on the data."""
     m = inputs.metrics
     rows, labels, predicted = _closed_set(inputs)
-    plots.plot_confusion(labels, predicted, inputs.class_names, out_dir / CONFUSION_PNG)
+    shown = display_names(inputs.test_frame)
+    names = [shown.get(n, n) for n in inputs.class_names]
+    plots.plot_confusion(labels, predicted, names, out_dir / CONFUSION_PNG)
+    per_class = inputs.per_class
+    plots.plot_per_class_recall([shown.get(str(n), str(n)) for n in per_class["class"]], per_class["recall"],
+                                per_class["support"], out_dir / PER_CLASS_PNG)
     plots.plot_history(inputs.history, out_dir / HISTORY_PNG, inputs.train_summary.get("best_epoch"))
     plots.plot_probability_bars(inputs.sample_images, inputs.sample_probs, inputs.class_names,
                                 _sample_titles(inputs), out_dir / SAMPLES_PNG, m.get("openset.threshold"))
@@ -387,14 +488,16 @@ def _figure_section(name: str, note: str) -> str:
 
 def render_markdown(inputs: ReportInputs, notes: Mapping[str, str]) -> str:
     """The report text; ``notes`` come from :func:`_draw_figures`."""
+    shown = display_names(inputs.test_frame)
     body = {
-        "Dataset": _dataset_section(inputs.data_summary, inputs.class_names),
+        "Dataset": _dataset_section(inputs.data_summary, inputs.class_names, shown),
         "Key parameters": _params_section(inputs.params),
         "Metrics": _metrics_section(inputs.metrics),
-        "Per-class results": md_table(list(inputs.per_class.columns), list(inputs.per_class.itertuples(index=False))),
+        "Per-class results": _per_class_section(inputs, shown),
         **{name: _figure_section(name, notes.get(name, "")) for name in FIGURES},
         "Classification report": f"```\n{inputs.report_text.rstrip()}\n```",
     }
+    body["Confusion matrix"] += "\n\n" + _confused_text(inputs, shown)
     flat = flatten(inputs.params)
     title = f"# signflow report: {_fmt(flat.get('model.backbone'))}, {_fmt(flat.get('strategy'))} strategy"
     return "\n\n".join([title, _verdict(inputs), *(f"## {name}\n\n{body[name]}" for name in SECTIONS)]) + "\n"
