@@ -28,6 +28,8 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
+from signflow.presets import set_value
+
 import common
 
 RATIO_TARGET = 1.2
@@ -72,8 +74,8 @@ def set_params(path: Path, overrides: dict[str, Any]) -> None:
         for part in parents:
             node = node[part]
         if leaf not in node:
-            raise KeyError(f"params.yaml has no {dotted}; update TINY_PARAMS")
-        node[leaf] = value
+            raise KeyError(f"{path} has no {dotted}; update the benchmark's params")
+        set_value(node, leaf, value)  # as `signflow preset` does: a commented list may become []
     rt.dump(params, path)
 
 

@@ -73,8 +73,7 @@ from pathlib import Path
 from typing import Any
 
 import psutil
-import yaml
-from bench_repro import COPIED, copy_pipeline, run
+from bench_repro import COPIED, copy_pipeline, run, set_params
 
 from signflow.data.sources.synthetic.signs import SIGN_TYPES
 from signflow.logs import setup_logging
@@ -153,24 +152,6 @@ def scale_params(size: int) -> dict[str, Any]:
         "train.threads": 0,
         "train.distributed.nproc": 1,
     }
-
-
-def set_params(path: Path, overrides: dict[str, Any]) -> None:
-    """Override dotted keys of ``path``, which must all exist (plain YAML: comments are dropped).
-
-    Not ``bench_repro.set_params``: ruamel's round trip garbles the file when a
-    commented block list (``unknown.heldout``) becomes ``[]``.
-    """
-    params = yaml.safe_load(path.read_text())
-    for dotted, value in overrides.items():
-        node = params
-        *parents, leaf = dotted.split(".")
-        for part in parents:
-            node = node[part]
-        if leaf not in node:
-            raise KeyError(f"{path} has no {dotted}; update scale_params")
-        node[leaf] = value
-    path.write_text(yaml.safe_dump(params, sort_keys=False))
 
 
 # ------------------------------------------------------------------ measuring one stage

@@ -143,7 +143,7 @@ def section_type(section: type, key: Any) -> type | None:
     return hint if dataclasses.is_dataclass(hint) else None
 
 
-def _replace(parent: Any, key: Any, value: Any) -> None:
+def set_value(parent: Any, key: Any, value: Any) -> None:
     """``parent[key] = value``, keeping the comment at the end of the key's line.
 
     Why the comment fix: ruamel keeps comments that precede a block list's first
@@ -175,7 +175,7 @@ def merge_preset(params: Any, preset: Mapping[str, Any], section: type = Config,
         old = _plain(params.get(key))
         if key not in params or old != _plain(new):
             changes.append(Change(name, old, _plain(new)))
-            _replace(params, key, new)
+            set_value(params, key, new)
     return changes
 
 
