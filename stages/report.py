@@ -1,4 +1,4 @@
-"""DVC stage `report`: reports/report.md with its figures, from the metrics and models/best.pt."""
+"""DVC stage `report`: reports/pipeline/report.md with its figures, from the metrics and models/best.pt."""
 
 import logging
 

@@ -136,9 +136,9 @@ def test_split_fractions_must_sum_to_one(real_params: dict[str, Any]) -> None:
 
 
 def test_split_fractions_summing_to_one_pass(real_params: dict[str, Any]) -> None:
-    params = _with(_with(real_params, "split.train", 0.6), "split.val", 0.3)
+    params = _with(_with(_with(real_params, "split.train", 0.6), "split.val", 0.3), "split.test", 0.1)
     cfg = from_mapping(Config, params)
-    assert cfg.split.fractions == {"train": 0.6, "val": 0.3, "test": real_params["split"]["test"]}
+    assert cfg.split.fractions == {"train": 0.6, "val": 0.3, "test": 0.1}
 
 
 def test_heldout_overlapping_targets_fails(real_params: dict[str, Any]) -> None:

@@ -297,3 +297,34 @@ def test_choose_threshold_agrees_with_openset_accuracy_brute_force() -> None:
     grid = np.r_[np.unique(scores), np.nextafter(scores.max(), np.inf)]
     accs = [m.openset_accuracy(scores, preds, labels, known, t, 3) for t in grid]
     assert chosen == grid[int(np.argmax(accs))]
+
+
+def test_wilson_interval_by_hand() -> None:
+    z = 1.959963984540054
+    low, high = m.wilson_interval(0, 10)
+    assert low == 0.0 and high == pytest.approx(z * z / (10 + z * z))  # closed form at p = 0
+    low, high = m.wilson_interval(389, 389)
+    assert high == 1.0 and low == pytest.approx(389 / (389 + z * z))  # closed form at p = 1
+    low, high = m.wilson_interval(50, 100)
+    assert (low + high) / 2 == pytest.approx(0.5) and 0.40 < low < 0.41
+    assert m.wilson_interval(0, 0) == (0.0, 1.0)
+    with pytest.raises(ValueError, match="successes"):
+        m.wilson_interval(11, 10)
+
+
+def test_wilson_interval_narrows_with_more_images() -> None:
+    small, large = m.wilson_interval(97, 100), m.wilson_interval(970, 1000)
+    assert large[1] - large[0] < (small[1] - small[0]) / 2
+
+
+def test_openset_outcomes_split_openset_accuracy_into_its_two_sides() -> None:
+    scores = np.array([0.9, 0.4, 0.95, 0.3, 0.8, 0.99])
+    preds = np.array([0, 1, 1, 0, 2, 0])
+    labels = np.array([0, 1, 0, 0, 0, 0])
+    known = np.array([True, True, True, False, False, False])
+    out = m.openset_outcomes(scores, preds, labels, known, threshold=0.5, unknown_index=2)
+    # known: right+accepted, rejected, wrong class -> 1/3; held-out: rejected, said unknown, accepted -> 2/3
+    assert out == {"known_accuracy": pytest.approx(1 / 3), "heldout_rejected": pytest.approx(2 / 3)}
+    total = m.openset_accuracy(scores, preds, labels, known, 0.5, 2)
+    assert total == pytest.approx((1 + 2) / 6)
+    assert m.openset_outcomes(scores[:3], preds[:3], labels[:3], known[:3], 0.5, 2)["heldout_rejected"] is None

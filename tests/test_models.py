@@ -15,7 +15,9 @@ from signflow import config
 from signflow.models import (
     BACKBONES,
     LITE0_CLASSIFIER_PREFIX,
+    SIMPLE_CNN_CHANNELS,
     TORCHVISION_FAMILIES,
+    FeatureSpec,
     SignModel,
     WeightsMismatchError,
     WeightsUnavailableError,
@@ -159,3 +161,36 @@ def test_registry_is_read_only_and_matches_config() -> None:
         BACKBONES["new"] = BACKBONES["simple_cnn"]  # type: ignore[index]
     assert config.ModelConfig().backbone in BACKBONES
     assert set(config.WEIGHTS) == {"imagenet", "none"}
+
+
+def test_feature_spec_resizes_and_adds_pooled_stages() -> None:
+    plain = create_model("simple_cnn", NUM_CLASSES, "none")
+    rich = create_model("simple_cnn", NUM_CLASSES, "none", features=FeatureSpec(input_size=48, pooled_blocks=1))
+    assert rich.num_features == plain.num_features + SIMPLE_CNN_CHANNELS[-2]  # the stage before the last
+    seen: list[tuple[int, ...]] = []
+    rich.backbone.register_forward_pre_hook(lambda _m, args: seen.append(tuple(args[0].shape)))
+    _check_model(rich, SMALL_SIZE)
+    assert seen[0] == (BATCH, 3, 48, 48)  # the backbone saw the resized input
+
+
+def test_feature_spec_pools_at_most_the_stages_a_backbone_has(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="signflow.models"):
+        model = create_model("simple_cnn", NUM_CLASSES, "none", features=FeatureSpec(pooled_blocks=10))
+    assert model.features.pooled_blocks == len(model.blocks) - 1
+    assert "pooling those" in caplog.text
+    _check_model(model, SMALL_SIZE)
+
+
+def test_efficientnet_lite0_multiscale_features_are_the_linear_default() -> None:
+    model = create_model("efficientnet_lite0", NUM_CLASSES, "none", features=FeatureSpec(128, 3))
+    assert model.num_features == 1280 + 112 + 192 + 320  # head + the last three MBConv stages
+    _check_model(model, TINY_SIZE)
+
+
+def test_feature_spec_on_a_backbone_whose_stages_never_run_falls_back_to_the_last(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="signflow.models"):
+        model = create_model("vgg16", NUM_CLASSES, "none", features=FeatureSpec(pooled_blocks=2))
+    assert model.features.pooled_blocks == 0 and "pooled_blocks ignored" in caplog.text
+    assert model.num_features == create_model("vgg16", NUM_CLASSES, "none").num_features

@@ -26,7 +26,7 @@ import pytest
 import torch
 import yaml
 
-from signflow import plots, presets
+from signflow import paths, plots, presets
 from signflow.checkpoint import save_checkpoint
 from signflow.config import (
     SPLIT_NAMES,
@@ -64,6 +64,7 @@ from signflow.report import (
     load_report_inputs,
     render_markdown,
     select_samples,
+    with_interval,
 )
 
 IMAGE_SIZE = 32
@@ -390,7 +391,7 @@ def test_stage_writes_report_and_logs_to_mlflow(project: Path, repo_root: Path, 
     shutil.copytree(project, work)
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}", "MPLBACKEND": "Agg"}
     subprocess.run([sys.executable, str(repo_root / "stages/report.py")], cwd=work, env=env, check=True, timeout=300)
-    report = work / "reports" / REPORT_FILE
+    report = work / paths.REPORTS_DIR / REPORT_FILE
     for link in LINK.findall(report.read_text()):
         _assert_png(report.parent / link)
     # A sqlite store keeps artifacts under ./mlruns beside the stage's working directory.
@@ -423,3 +424,10 @@ def test_official_test_metrics_appear_only_when_scored(inputs: ReportInputs) -> 
     text = render_markdown(dataclasses.replace(inputs, metrics=metrics), {})
     section = text[text.index("**Official test set**"):]
     assert "| accuracy | 0.9871 |" in section and "| images | 12630 |" in section
+
+
+def test_accuracies_show_their_interval() -> None:
+    metrics = {"test.accuracy": 0.97, "test.accuracy_ci_low": 0.9596, "test.accuracy_ci_high": 0.9778}
+    assert with_interval(metrics, "test.accuracy") == "0.9700 (95% CI 0.9596-0.9778)"
+    assert with_interval({"test.accuracy": 0.97}, "test.accuracy") == "0.9700"  # an older evaluate.json
+    assert with_interval({}, "test.accuracy") == "n/a"

@@ -27,6 +27,7 @@ def shrink_params(
     params["split"].update(train=0.4, val=0.3, test=0.3)
     params["unknown"].update(max_images=12, heldout_max_images=6)
     params["model"].update(backbone=backbone, weights=weights)
+    params["model"]["linear"]["input_size"] = 0  # no upsampling: seconds matter here; pooled stages stay on
     params["train"].update(epochs=epochs, batch_size=16, threads=1, device="cpu", feature_views=1)
     params["evaluate"].update(batch_size=16)
     return params

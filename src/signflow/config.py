@@ -48,6 +48,7 @@ GROUP_BY = ("track", "image")
 # the GTSRB margin rule breaks down.
 MIN_SYNTHETIC_SIDE = 8
 UNKNOWN_NAME = "unknown"
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024  # image sides (px) a model may be fed
 FRACTION_TOLERANCE = 1e-6
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
 
@@ -168,7 +169,7 @@ class FolderConfig:
 @dataclass(frozen=True)
 class SyntheticConfig:
     seed: int = 0
-    tracks_per_class: int = 50
+    tracks_per_class: int = 150
     frames_per_track: int = 6
     min_size: int = 24
     max_size: int = 96
@@ -201,7 +202,7 @@ class DataConfig:
         names = list(self.classes.values())
         if len(set(names)) != len(names) or UNKNOWN_NAME in names:
             _fail(f"{prefix}.classes", self.classes, f"unique names, none of them {UNKNOWN_NAME!r}")
-        _check_range(f"{prefix}.image_size", self.image_size, 8, 1024)
+        _check_range(f"{prefix}.image_size", self.image_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE)
         _check_range(f"{prefix}.min_image_side", self.min_image_side, 1)
         _check_range(f"{prefix}.max_image_side", self.max_image_side, self.min_image_side)
         _check_range(f"{prefix}.decode_workers", self.decode_workers, 0)
@@ -219,9 +220,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    train: float = 0.8
-    val: float = 0.1
-    test: float = 0.1
+    train: float = 0.4
+    val: float = 0.3
+    test: float = 0.3
     seed: int = 42
     group_by: str = "track"
 
@@ -256,10 +257,24 @@ class UnknownConfig:
 
 
 @dataclass(frozen=True)
+class LinearFeaturesConfig:
+    """The linear strategy's frozen features: computed once and cached, so richer ones cost once, not per epoch."""
+
+    input_size: int = 128  # side (px) the frozen backbone sees, images upsampled to it; 0 = data.image_size
+    pooled_blocks: int = 3  # also pool this many stages before the last (multi-scale features); 0 = last only
+
+    def validate(self, prefix: str) -> None:
+        if self.input_size:
+            _check_range(f"{prefix}.input_size", self.input_size, MIN_INPUT_SIZE, MAX_INPUT_SIZE)
+        _check_range(f"{prefix}.pooled_blocks", self.pooled_blocks, 0)
+
+
+@dataclass(frozen=True)
 class ModelConfig:
     backbone: str = "efficientnet_lite0"
     weights: str = "imagenet"
     dropout: float = 0.2
+    linear: LinearFeaturesConfig = LinearFeaturesConfig()
 
     def validate(self, prefix: str) -> None:
         check_choice(f"{prefix}.backbone", self.backbone, BACKBONES)
@@ -351,7 +366,7 @@ class EvaluateConfig:
 
 @dataclass(frozen=True)
 class Config:
-    strategy: str = "full"
+    strategy: str = "linear"
     data: DataConfig = DataConfig()
     split: SplitConfig = SplitConfig()
     unknown: UnknownConfig = UnknownConfig()

@@ -16,21 +16,26 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from signflow.calibration import softmax
 from signflow.config import EvaluateConfig
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET
-from signflow.inference import LoadedModel, predict_probs
+from signflow.inference import LoadedModel, predict_logits
 from signflow.metrics import (
+    CONFIDENCE_LEVEL,
     choose_threshold,
     classification_metrics,
     classification_report_text,
     confusion_rows,
+    expected_calibration_error,
     openset_accuracy,
+    openset_outcomes,
     openset_scores,
     per_class_table,
     prediction_correct,
     reliability_bins,
     roc_points,
     share_assigned_known,
+    wilson_interval,
 )
 from signflow.openset import decide, max_softmax_score
 
@@ -43,8 +48,9 @@ class Scored:
     """One split's manifest with the model's outputs."""
 
     frame: pd.DataFrame
-    probs: np.ndarray
-    scores: np.ndarray  # known-ness: max softmax over known classes
+    probs: np.ndarray  # calibrated: softmax(logits / temperature)
+    scores: np.ndarray  # known-ness: max calibrated softmax over known classes
+    raw_probs: np.ndarray  # softmax(logits), before calibration: ECE before/after
 
     @property
     def preds(self) -> np.ndarray:
@@ -70,8 +76,9 @@ class EvaluationResult:
 
 
 def score_split(loaded: LoadedModel, frame: pd.DataFrame, images: np.ndarray, batch_size: int) -> Scored:
-    probs = predict_probs(loaded, images, batch_size)  # a memory map stays one: predict_probs copies per batch
-    return Scored(frame.reset_index(drop=True), probs, max_softmax_score(probs, loaded.unknown_index))
+    logits = predict_logits(loaded, images, batch_size)  # a memory map stays one: batches are copied
+    probs = softmax(logits, loaded.temperature)
+    return Scored(frame.reset_index(drop=True), probs, max_softmax_score(probs, loaded.unknown_index), softmax(logits))
 
 
 def _openset_view(s: Scored) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -86,6 +93,7 @@ def open_set(val: Scored, test: Scored, unknown_index: int | None) -> dict[str, 
     threshold = choose_threshold(v_scores, v_known, prediction_correct(v_preds, v_labels, v_known, unknown_index))
     t_scores, t_known, t_preds, t_labels = _openset_view(test)
     result = openset_scores(t_scores[t_known], t_scores[~t_known])
+    outcomes = openset_outcomes(t_scores, t_preds, t_labels, t_known, threshold, unknown_index)
     return {
         "auroc": result["auroc"],
         "fpr_at_95_tpr": result["fpr_at_95_tpr"],
@@ -94,6 +102,7 @@ def open_set(val: Scored, test: Scored, unknown_index: int | None) -> dict[str, 
         "heldout_assigned_known": share_assigned_known(t_preds[~t_known], unknown_index),
         "threshold": threshold,
         "accuracy": openset_accuracy(t_scores, t_preds, t_labels, t_known, threshold, unknown_index),
+        **outcomes,
     }
 
 
@@ -102,12 +111,19 @@ def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
             if v is None or isinstance(v, (int, float))}
 
 
+def _accuracy_interval(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
+    """The 95% Wilson interval of the accuracy: how far one run's number may be from the model's true rate."""
+    low, high = wilson_interval(int((preds == labels).sum()), len(labels), CONFIDENCE_LEVEL)
+    return {"accuracy_ci_low": low, "accuracy_ci_high": high}
+
+
 def official_test_metrics(official: Scored, class_names: list[str], ece_bins: int) -> dict[str, Any]:
     """Closed-set metrics of the official test set's labelled rows (held-out rows are left out)."""
     rows = official.labelled
-    closed = classification_metrics(official.frame["label_idx"].to_numpy()[rows], official.probs[rows], class_names,
-                                    ece_bins)
-    return _flat("official_test", {k: closed[k] for k in ("accuracy", "macro_f1", "n")})
+    labels, probs = official.frame["label_idx"].to_numpy()[rows], official.probs[rows]
+    closed = classification_metrics(labels, probs, class_names, ece_bins)
+    return _flat("official_test", {**{k: closed[k] for k in ("accuracy", "macro_f1", "n")},
+                                   **_accuracy_interval(labels, probs.argmax(axis=1))})
 
 
 def evaluate(
@@ -119,6 +135,10 @@ def evaluate(
     labels, probs = test.frame["label_idx"].to_numpy()[mask], test.probs[mask]
     preds = probs.argmax(axis=1)
     closed = classification_metrics(labels, probs, names, cfg.ece_bins)
+    closed.update(_accuracy_interval(labels, preds))
+    raw_bins = reliability_bins(labels, test.raw_probs[mask], cfg.ece_bins)
+    closed["ece_uncalibrated"] = expected_calibration_error(raw_bins)
+    closed["temperature"] = loaded.temperature
     val_labels = val.frame["label_idx"].to_numpy()[val.labelled]
     val_closed = classification_metrics(val_labels, val.probs[val.labelled], names, cfg.ece_bins)
     opened = open_set(val, test, loaded.unknown_index)

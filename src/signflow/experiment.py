@@ -21,12 +21,15 @@ import pandas as pd
 import torch
 
 from signflow import distributed
+from signflow.calibration import Calibration, fit_temperature
+from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import Config, flatten
 from signflow.data.arrays import load_split
+from signflow.inference import load_model, predict_logits
 from signflow.io import atomic_path, write_json
-from signflow.models import SignModel, create_model
+from signflow.models import FeatureSpec, SignModel, create_model
 from signflow.runtime import configure_runtime
-from signflow.strategies import resolve_weights
+from signflow.strategies import is_backbone_frozen, resolve_weights
 from signflow.tracking import git_commit, run_name_for, tracked_run
 from signflow.train import BEST_FILE, ArraySet, EpochStats, TrainResult, fit
 
@@ -45,10 +48,17 @@ def load_labelled(dataset_dir: Path, split: str) -> tuple[pd.DataFrame, ArraySet
     return frame[keep].reset_index(drop=True), ArraySet(images, frame["label_idx"].to_numpy()[keep], rows)
 
 
+def feature_spec(cfg: Config) -> FeatureSpec:
+    """``model.linear``'s richer features for the frozen backbone; every other strategy takes the plain ones."""
+    if not is_backbone_frozen(cfg.strategy):
+        return FeatureSpec()
+    return FeatureSpec(cfg.model.linear.input_size, cfg.model.linear.pooled_blocks)
+
+
 def build_model(cfg: Config) -> SignModel:
     """The configured backbone with a head for the configured classes (scratch: no weights)."""
     weights = resolve_weights(cfg.strategy, cfg.model.weights)
-    return create_model(cfg.model.backbone, len(cfg.class_names), weights, cfg.model.dropout)
+    return create_model(cfg.model.backbone, len(cfg.class_names), weights, cfg.model.dropout, feature_spec(cfg))
 
 
 def checkpoint_meta(cfg: Config, model: SignModel) -> dict[str, Any]:
@@ -60,6 +70,7 @@ def checkpoint_meta(cfg: Config, model: SignModel) -> dict[str, Any]:
         "backbone": cfg.model.backbone,
         "strategy": cfg.strategy,
         "dropout": cfg.model.dropout,
+        "features": asdict(model.features),
         "normalization": {"mean": list(model.normalization.mean), "std": list(model.normalization.std)},
         "image_size": cfg.data.image_size,
     }
@@ -118,6 +129,25 @@ def run_training(cfg: Config, dataset_dir: Path, out: TrainOutputs, code_files: 
         return _tracked_fit(cfg, model, train_set, val_set, out, fit_args)
 
 
+def calibrate_checkpoint(path: Path, val: ArraySet, batch_size: int, device: torch.device) -> Calibration:
+    """Fit the temperature of ``path``'s model on validation and store it in the checkpoint.
+
+    Part of ``train``, not ``evaluate``: the temperature belongs to the model
+    (predict applies it too), and evaluate may not write into train's outputs.
+    Refitting is idempotent, so a resumed finished run gives the same file.
+    """
+    logits = predict_logits(load_model(path, device), val.images, batch_size)
+    calibration = fit_temperature(logits, val.labels)
+    save_checkpoint(path, {**load_checkpoint(path), "temperature": calibration.temperature})
+    return calibration
+
+
+def calibration_summary(calibration: Calibration) -> dict[str, float]:
+    """The temperature and the validation log-loss before/after, for metrics/train.json."""
+    return {"temperature": round(calibration.temperature, 6), "val_nll_uncalibrated": round(calibration.nll_before, 6),
+            "val_nll_calibrated": round(calibration.nll_after, 6)}
+
+
 def _tracked_fit(
     cfg: Config, model: SignModel, train_set: ArraySet, val_set: ArraySet, out: TrainOutputs, fit_args: dict[str, Any]
 ) -> TrainResult:
@@ -130,10 +160,13 @@ def _tracked_fit(
             tracker.log_metrics({k: v for k, v in asdict(stats).items() if k != "epoch"}, step=stats.epoch)
 
         result = fit(model, train_set, val_set, callbacks=[log_epoch], **fit_args)
-        write_json(out.summary, result.summary())
+        best = out.models_dir / BEST_FILE
+        calibration = calibrate_checkpoint(best, val_set, cfg.train.batch_size, fit_args["device"])
+        summary = {**result.summary(), **calibration_summary(calibration)}
+        write_json(out.summary, summary)
         with atomic_path(out.history) as tmp:
             pd.DataFrame([asdict(h) for h in result.history], columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
-        tracker.log_metrics(result.summary())
+        tracker.log_metrics(summary)
         tracker.log_artifact(out.history)
         tracker.log_artifact(out.models_dir / BEST_FILE, "model")
     return result

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from signflow.calibration import softmax
 from signflow.checkpoint import load_checkpoint
 from signflow.data.arrays import release_resident
-from signflow.models import SignModel, create_model
+from signflow.models import FeatureSpec, SignModel, create_model
 from signflow.openset import unknown_index
 from signflow.transforms import Normalization, eval_transform
 
@@ -23,6 +24,7 @@ class LoadedModel:
     image_size: int
     device: torch.device
     channels_last: bool
+    temperature: float = 1.0  # fitted on validation at the end of training (signflow.calibration)
 
     @property
     def unknown_index(self) -> int | None:
@@ -33,7 +35,8 @@ class LoadedModel:
 def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
     """Rebuild the model from a checkpoint (weights_only) and put it in eval mode."""
     state = load_checkpoint(path)
-    model = create_model(state["backbone"], state["num_classes"], "none", state.get("dropout", 0.0))
+    features = FeatureSpec(**state.get("features", {}))  # absent: a checkpoint from before feature options
+    model = create_model(state["backbone"], state["num_classes"], "none", state.get("dropout", 0.0), features)
     model.load_state_dict(state["model"])
     channels_last = bool(state["config"].get("train", {}).get("channels_last", False))
     device = torch.device(device)
@@ -41,12 +44,20 @@ def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedMo
     if channels_last:
         model.to(memory_format=torch.channels_last)
     norm = Normalization(tuple(state["normalization"]["mean"]), tuple(state["normalization"]["std"]))
-    return LoadedModel(model, list(state["class_names"]), norm, int(state["image_size"]), device, channels_last)
+    # A checkpoint from before calibration existed has no temperature: its probabilities stay raw.
+    temperature = float(state.get("temperature", 1.0))
+    return LoadedModel(model, list(state["class_names"]), norm, int(state["image_size"]), device, channels_last,
+                       temperature)
+
+
+def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Calibrated probabilities (N, K): ``softmax(logits / temperature)`` of :func:`predict_logits`."""
+    return softmax(predict_logits(loaded, images, batch_size), loaded.temperature).astype(np.float32)
 
 
 @torch.inference_mode()
-def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Softmax probabilities (N, K) for uint8 images (N, S, S, 3) already at the model's size."""
+def predict_logits(loaded: LoadedModel, images: np.ndarray, batch_size: int = 256) -> np.ndarray:
+    """Raw logits (N, K) for uint8 images (N, S, S, 3) already at the model's size."""
     if images.ndim != 4 or images.shape[1:] != (loaded.image_size, loaded.image_size, 3):
         raise ValueError(f"expected (N, {loaded.image_size}, {loaded.image_size}, 3) images, got {images.shape}")
     out = np.empty((len(images), len(loaded.class_names)), dtype=np.float32)
@@ -54,5 +65,5 @@ def predict_probs(loaded: LoadedModel, images: np.ndarray, batch_size: int = 256
         batch = torch.from_numpy(np.array(images[start:start + batch_size]))  # a copy: memmaps are read-only
         release_resident(images)  # a memory map's pages just read leave RSS
         x = eval_transform(batch, loaded.normalization, loaded.channels_last).to(loaded.device)
-        out[start:start + len(batch)] = torch.softmax(loaded.model(x).float(), dim=1).cpu().numpy()
+        out[start:start + len(batch)] = loaded.model(x).float().cpu().numpy()
     return out

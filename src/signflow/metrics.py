@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 import warnings
 from collections.abc import Sequence
+from statistics import NormalDist
 
 import numpy as np
 from sklearn.metrics import (
@@ -43,6 +44,8 @@ DEFAULT_TPR = 0.95
 # Decimal digits kept in ``tpr * n`` before rounding up: 0.95 * 20 must be 19,
 # not 19.000000000000004 (which would demand a 20th accepted image).
 _COUNT_DIGITS = 9
+# Confidence of the interval shown next to each test accuracy.
+CONFIDENCE_LEVEL = 0.95
 # Digits in the text classification report (sklearn's default of 2 hides
 # differences between runs).
 REPORT_DIGITS = 4
@@ -158,6 +161,26 @@ def classification_metrics(
         "ece": expected_calibration_error(reliability_bins(labels, probs, n_bins)),
         "n": int(len(labels)),
     }
+
+
+def wilson_interval(successes: int, n: int, level: float = CONFIDENCE_LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion (Wilson 1927): how sure one test split makes an accuracy.
+
+    Unlike the normal approximation it stays inside [0, 1] and is not zero-width
+    at 100%: 389 right of 389 gives (0.990, 1.0), so "no error" still reads as
+    "at least 99%". ``(0.0, 1.0)`` for an empty split.
+    """
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes must lie in [0, n={n}], got {successes}")
+    if n == 0:
+        return 0.0, 1.0
+    z = NormalDist().inv_cdf(0.5 + level / 2)
+    p, z2 = successes / n, z * z / n
+    centre = (p + z2 / 2) / (1 + z2)
+    half = z / (1 + z2) * math.sqrt(p * (1 - p) / n + z2 / (4 * n))
+    # At 0 or n the bound is exactly 0 or 1: no float rounding left in it.
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    return low, 1.0 if successes == n else min(1.0, centre + half)
 
 
 def per_class_table(labels: np.ndarray, preds: np.ndarray, class_names: Sequence[str]) -> list[dict]:
@@ -369,6 +392,29 @@ def openset_accuracy(
         raise ValueError("cannot compute open-set accuracy on zero images")
     correct = prediction_correct(preds, labels, is_known, unknown_index)
     return float(_openset_hits(scores, is_known, correct, threshold).mean())
+
+
+def openset_outcomes(
+    scores: np.ndarray,
+    preds: np.ndarray,
+    labels: np.ndarray,
+    is_known: np.ndarray,
+    threshold: float,
+    unknown_index: int | None,
+) -> dict:
+    """The two sides of open-set accuracy at ``threshold``, what a user of the model meets.
+
+    ``known_accuracy``: share of known images accepted with the right class (a
+    rejected known image counts as wrong). ``heldout_rejected``: share of
+    held-out images that end up "unknown". ``None`` for a side with no images.
+    """
+    scores = _as_scores(scores, "scores")
+    is_known = np.asarray(is_known, dtype=bool)
+    hits = _openset_hits(scores, is_known, prediction_correct(preds, labels, is_known, unknown_index), threshold)
+    return {
+        "known_accuracy": float(hits[is_known].mean()) if is_known.any() else None,
+        "heldout_rejected": float(hits[~is_known].mean()) if (~is_known).any() else None,
+    }
 
 
 def share_assigned_known(heldout_preds: np.ndarray, unknown_index: int | None) -> float | None:

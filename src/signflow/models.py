@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 from types import MappingProxyType
@@ -26,6 +26,7 @@ from urllib.parse import urlparse
 
 import timm
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import nn
 
@@ -79,6 +80,21 @@ SIMPLE_CNN_KERNEL = 3
 SIMPLE_CNN_IMAGE_SIZE = 64
 # No pretrained statistics to match: map [0, 1] pixels to [-1, 1].
 SIMPLE_CNN_NORMALIZATION = Normalization(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+# Side of the blank image that measures the widths of pooled intermediate stages (any size the backbone accepts).
+SHAPE_PROBE_SIZE = 64
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """How the backbone's features are taken (``model.linear`` in params.yaml; defaults: the plain backbone).
+
+    ``input_size``: side (px) the backbone sees, images resized to it first (0:
+    as given). ``pooled_blocks``: also average-pool the outputs of this many
+    stages before the last and concatenate them (multi-scale features).
+    """
+
+    input_size: int = 0
+    pooled_blocks: int = 0
 
 
 class SignModel(nn.Module):
@@ -86,7 +102,10 @@ class SignModel(nn.Module):
 
     ``forward_features`` and ``forward_head`` are the seams transfer learning
     needs: the linear strategy caches ``forward_features`` outputs (so, in eval
-    mode, they are deterministic) and trains only the head on them.
+    mode, they are deterministic) and trains only the head on them. A
+    :class:`FeatureSpec` may resize the input and add pooled intermediate
+    stages: frozen ImageNet features of a 35 px sign are richer at 128 px and
+    with mid-level stages (shapes, colours) beside the last, object-level one.
     """
 
     def __init__(
@@ -98,6 +117,7 @@ class SignModel(nn.Module):
         default_image_size: int,
         weights: str,
         dropout: float = 0.0,
+        features: FeatureSpec = FeatureSpec(),
     ) -> None:
         super().__init__()
         self.name = name
@@ -105,11 +125,49 @@ class SignModel(nn.Module):
         # A plain list, not a ModuleList: these modules are already registered under
         # ``backbone``, and registering them twice would duplicate state-dict keys.
         self.blocks: list[nn.Module] = list(parts.blocks)
-        self.num_features = parts.num_features
+        if features.pooled_blocks >= len(self.blocks):  # "up to N": a shallow backbone pools all it has
+            log.info("backbone %s has %d stages before its last: pooling those, not %d",
+                     name, len(self.blocks) - 1, features.pooled_blocks)
+            features = replace(features, pooled_blocks=len(self.blocks) - 1)
+        self.features = features  # as applied: stored in checkpoints, so loading rebuilds the same model
         self.normalization = normalization
         self.default_image_size = default_image_size
         self.weights = weights  # what was actually loaded: "imagenet" or "none"
+        widths = self._tapped_widths()
+        if widths is None:
+            log.warning("backbone %s groups its stages in modules it never calls: no intermediate stage to pool "
+                        "(model.linear.pooled_blocks ignored)", name)
+            self.features, widths = replace(features, pooled_blocks=0), []
+        self.num_features = parts.num_features + sum(widths)
         self.head = _make_head(self.num_features, num_classes, dropout)
+
+    def _tapped(self) -> list[nn.Module]:
+        """The stages before the last whose pooled outputs join the features."""
+        count = self.features.pooled_blocks
+        return self.blocks[-(count + 1):-1] if count else []
+
+    @torch.no_grad()
+    def _tapped_widths(self) -> list[int] | None:
+        """Channels of each tapped stage, measured on a blank probe image; None if a stage never runs as a module."""
+        if not self.features.pooled_blocks:
+            return []
+        was_training = self.backbone.training
+        self.backbone.eval()  # a probe image must not move batch-norm statistics
+        pooled = self._forward_taps(torch.zeros(1, 3, SHAPE_PROBE_SIZE, SHAPE_PROBE_SIZE))[:-1]
+        self.backbone.train(was_training)
+        return [t.shape[1] for t in pooled] if len(pooled) == self.features.pooled_blocks else None
+
+    def _forward_taps(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Pooled outputs of the tapped stages, then the backbone's own pooled features."""
+        pooled: list[torch.Tensor] = []
+        hooks = [block.register_forward_hook(lambda _m, _i, out: pooled.append(out.mean((2, 3))))
+                 for block in self._tapped()]
+        try:
+            final = self.backbone(x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return [*pooled, final]
 
     @property
     def num_classes(self) -> int:
@@ -121,7 +179,13 @@ class SignModel(nn.Module):
         self.head = _make_head(self.num_features, num_classes, p)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone(x)  # (N, 3, H, W) -> (N, num_features)
+        """(N, 3, H, W) -> (N, num_features)."""
+        size = self.features.input_size
+        if size and x.shape[-2:] != (size, size):
+            x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        if not self.features.pooled_blocks:
+            return self.backbone(x)
+        return torch.cat(self._forward_taps(x), dim=1)
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features)  # (N, num_features) -> (N, num_classes)
@@ -340,8 +404,10 @@ def resolve_backbone(name: str) -> BackboneSpec:
     return BACKBONES[name]
 
 
-def create_model(name: str, num_classes: int, weights: str = "imagenet", dropout: float = 0.0) -> SignModel:
-    """Build backbone ``name`` with a fresh ``num_classes``-way head.
+def create_model(
+    name: str, num_classes: int, weights: str = "imagenet", dropout: float = 0.0, features: FeatureSpec = FeatureSpec()
+) -> SignModel:
+    """Build backbone ``name`` with a fresh ``num_classes``-way head on ``features``.
 
     ``weights="imagenet"`` loads pretrained weights from local files only
     (``WeightsUnavailableError`` when they are missing); ``"none"`` leaves the
@@ -365,4 +431,5 @@ def create_model(name: str, num_classes: int, weights: str = "imagenet", dropout
         default_image_size=spec.default_image_size,
         weights=weights,
         dropout=dropout,
+        features=features,
     )

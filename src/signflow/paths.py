@@ -36,4 +36,6 @@ ROC = METRICS_DIR / "roc.csv"
 RELIABILITY = METRICS_DIR / "reliability.csv"
 CLASSIFICATION_REPORT = METRICS_DIR / "classification_report.txt"
 
-REPORTS_DIR = Path("reports")  # report.md and its PNGs, in git (renders on GitHub)
+# report.md and its PNGs, in git (renders on GitHub); the report stage replaces this folder whole, so
+# reports/ beside it keeps what other tools write (results.md of benchmarks/results_table.py, pr.md).
+REPORTS_DIR = Path("reports") / "pipeline"

@@ -251,7 +251,8 @@ def gtsrb43_text() -> str:
     """The ``gtsrb43`` preset file, as the generator writes it."""
     lines = [GTSRB43_HEADER.rstrip("\n"), "data:", "  source: gtsrb", "  classes:"]
     lines += [f"    {class_id}: {name}" for class_id, name in gtsrb_classes().items()]
-    lines += ["  gtsrb:", "    official_test: true", "unknown:", "  enabled: false", "  classes: []", "  heldout: []"]
+    lines += ["  gtsrb:", "    official_test: true", "split:", "  train: 0.8", "  val: 0.1", "  test: 0.1",
+              "unknown:", "  enabled: false", "  classes: []", "  heldout: []"]
     return "\n".join(lines) + "\n"
 
 

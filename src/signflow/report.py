@@ -76,6 +76,8 @@ CLOSED_SET_METRICS = (
     ("test.macro_f1", "macro F1", "mean F1 over classes"),
     ("test.log_loss", "log loss", "cross-entropy of the predicted probabilities (lower is better)"),
     ("test.ece", "ECE", "expected calibration error: gap between confidence and accuracy (lower is better)"),
+    ("test.ece_uncalibrated", "ECE before calibration", "the same with the raw softmax (temperature 1)"),
+    ("test.temperature", "temperature", "fitted on validation by train: probabilities are softmax(logits / T)"),
     ("test.n", "test images", "closed-set test images"),
     ("val.accuracy", "val accuracy", "the same accuracy on the validation split"),
 )
@@ -93,6 +95,9 @@ OPEN_SET_METRICS = (
      "share of never-seen signs the model files under a known sign type"),
     ("openset.accuracy", "open-set accuracy",
      "accuracy when scores below the validation-chosen threshold mean \"unknown\""),
+    ("openset.known_accuracy", "known-class accuracy",
+     "target test images accepted with the right class at the threshold (rejected counts as wrong)"),
+    ("openset.heldout_rejected", "held-out rejected", "never-seen test images ending up \"unknown\" at the threshold"),
     ("openset.threshold", "threshold", "rejection threshold on max softmax, chosen on validation only"),
     ("openset.n_known", "known images", "target test images in the open-set evaluation"),
     ("openset.n_heldout", "held-out images", "never-seen test images"),
@@ -244,10 +249,16 @@ def _verdict(inputs: ReportInputs) -> str:
     m = inputs.metrics
     auroc = m.get("openset.auroc")
     return (
-        f"**Test accuracy {_pct(m.get('test.accuracy'))}, macro F1 {_fmt(m.get('test.macro_f1'))}, "
+        f"**Test accuracy {_pct(m.get('test.accuracy'))}{_pct_interval(m, 'test.accuracy')}, "
+        f"macro F1 {_fmt(m.get('test.macro_f1'))}, "
         f"open-set AUROC {_fmt(auroc) if auroc is not None else 'n/a (no held-out images)'}** "
         f"on {_fmt(m.get('test.n'))} closed-set test images and {_fmt(m.get('openset.n_heldout', 0))} never-seen ones."
     )
+
+
+def _pct_interval(metrics: Mapping[str, Any], key: str) -> str:
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    return "" if low is None or high is None else f" (95% CI {_pct(low)}-{_pct(high)})"
 
 
 def _split_order(name: str) -> tuple[int, str]:
@@ -309,8 +320,16 @@ def _params_section(params: Mapping[str, Any]) -> str:
                     [[f"`{key}`", flat.get(key, MISSING), meaning] for key, meaning in KEY_PARAMS])
 
 
+def with_interval(metrics: Mapping[str, Any], key: str) -> str:
+    """An accuracy with its 95% interval when evaluate wrote one: "0.9700 (95% CI 0.9596-0.9778)"."""
+    value, low, high = metrics.get(key), metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    if value is None or low is None or high is None:
+        return _fmt(value)
+    return f"{_fmt(value)} (95% CI {_fmt(low)}-{_fmt(high)})"
+
+
 def _metric_rows(metrics: Mapping[str, Any], spec: Sequence[tuple[str, str, str]]) -> list[list[Any]]:
-    return [[label, metrics.get(key), meaning] for key, label, meaning in spec]
+    return [[label, with_interval(metrics, key), meaning] for key, label, meaning in spec]
 
 
 def _metrics_section(metrics: Mapping[str, Any]) -> str:
@@ -475,7 +494,9 @@ def _draw_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, str]:
     return {
         **_grids(inputs, out_dir, rows, labels, predicted),
         "Training curves": _training_text(inputs.train_summary),
-        "Calibration": f"ECE {_fmt(m.get('test.ece'))}.",
+        "Calibration": (f"ECE {_fmt(m.get('test.ece'))} after temperature scaling "
+                        f"(T = {_fmt(m.get('test.temperature'))} fitted on validation), "
+                        f"{_fmt(m.get('test.ece_uncalibrated'))} before."),
         "Open-set ROC": f"AUROC {_fmt(m.get('openset.auroc'))}, FPR@95%TPR {_fmt(m.get('openset.fpr_at_95_tpr'))}.",
     }
 
