@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -12,8 +11,7 @@ import numpy as np
 import pytest
 
 from signflow.config import ConfigError, SyntheticConfig
-from signflow.data.sources.synthetic import SIGN_TYPES, render, render_dataset, render_sign, resolve_sign
-from signflow.data.sources.synthetic.draw import CANVAS
+from signflow.data.sources.synthetic import SIGN_TYPES, render_dataset, render_sign, resolve_sign
 
 TARGETS = ("12", "13", "14", "17")
 BLUE_SIGNS = ("33", "35", "38")
@@ -128,21 +126,3 @@ def test_colours_separate_stop_priority_and_blue_signs() -> None:
     for class_id in BLUE_SIGNS:
         b, g, r = _center_bgr(class_id)
         assert b > r + 10, f"class {class_id} should be blue-dominant"
-
-
-def test_a_neighbouring_sign_shows_in_the_margin_above_or_below_only() -> None:
-    """The second sign on the pole lands beside the main sign (shifted along y), never over it."""
-    style = render._track_style(resolve_sign("12"), np.random.default_rng(3), ((48, 48),))
-    face = np.full((CANVAS, CANVAS, 4), 255, np.uint8)  # a white square "sign", fully opaque
-    work = (96, 96)
-    homography, sign_px = render._placement(style, np.random.default_rng(0), np.zeros(3), work, 2)
-    frames = {}
-    for offset in (-1.0, 1.0, None):
-        frame = np.zeros((work[1], work[0], 3), np.float32)
-        neighbour = None if offset is None else (face, offset)
-        render._draw_neighbour(replace(style, neighbour=neighbour, sign_gain=1.0), frame, homography, sign_px)
-        frames[offset] = frame.max(axis=2)
-    assert not frames[None].any()  # no neighbour: the frame is untouched
-    above, below = frames[-1.0], frames[1.0]
-    rows_above, rows_below = np.nonzero(above.any(axis=1))[0], np.nonzero(below.any(axis=1))[0]
-    assert rows_above.max() < work[1] / 2 < rows_below.min()  # one shows at the top, the other at the bottom

@@ -29,13 +29,13 @@ from signflow.data.sources.synthetic.ranges import (
     CONTRAST, DIRT, DIRT_CELLS, DIRT_COLOR, DIRT_TEXTURE, FRAME_ANGLE_JITTER, FRAME_BLUR_JITTER, FRAME_GAIN_STD,
     FRAME_MOTION_JITTER, GAIN_LOG_MEAN, GAIN_LOG_STD, GAIN_RANGE, GAMMA, HUE_SHIFT_STD, JPEG_QUALITY, LEAF_COLOR,
     LEAF_SHADE, LEAF_SIZE, LEAF_SPREAD, LEAVES, MARGIN_FRACTION, MARGIN_MAX_FRACTION, MARGIN_MIN_PX, MIN_BLUR_SIGMA,
-    MIN_MIP_SIDE, MIP_OVERSAMPLE, MOTION_ANGLE_STD, MOTION_LENGTH, MOTION_PROB, MOTION_REF_SIZE, NEIGHBOUR_BELOW_PROB,
-    NEIGHBOUR_GAP, NEIGHBOUR_PROB, NOISE_SIGMA, OCCLUDE_PROB, OCCLUDER_DRIFT, OCCLUDER_REACH, OCCLUDER_SIZE, PITCH_MAX,
-    PITCH_STD, PLATE_GAP, PLATE_GREY, PLATE_HALF_WIDTH, PLATE_PROB, POLE_GREY, POLE_PROB, POLE_TOP, POLE_WIDTH, ROLL_MAX, ROLL_STD, SATURATION, SHADING,
+    MIN_MIP_SIDE, MIP_OVERSAMPLE, MOTION_ANGLE_STD, MOTION_LENGTH, MOTION_PROB, MOTION_REF_SIZE, NOISE_SIGMA,
+    OCCLUDER_DRIFT, OCCLUDER_REACH, OCCLUDER_SIZE, OCCLUDE_PROB, PITCH_MAX, PITCH_STD, PLATE_GAP, PLATE_GREY,
+    PLATE_HALF_WIDTH, PLATE_PROB, POLE_GREY, POLE_PROB, POLE_TOP, POLE_WIDTH, ROLL_MAX, ROLL_STD, SATURATION, SHADING,
     SIGN_GAIN, SIZE_BETA, SUPERSAMPLE, TINT_STD, TRACK_GROWTH, VALUE, WARMTH_STD, YAW_DRIFT, YAW_MAX, YAW_STD,
 )
 from signflow.data.sources.synthetic.scene import _palette, _scene, _smooth_noise
-from signflow.data.sources.synthetic.signs import SIGN_TYPES, resolve_sign
+from signflow.data.sources.synthetic.signs import resolve_sign
 from signflow.parallel import process_pool
 
 log = logging.getLogger(__name__)
@@ -72,7 +72,6 @@ class _TrackStyle:
     noise_sigma: float
     pole: tuple[float, float] | None  # (grey level, width as a fraction of the sign) or no pole
     plate: bool
-    neighbour: tuple[np.ndarray, float] | None  # another sign on the pole (BGRA face, offset in sign heights)
     occluder: _Occluder | None
     sizes: tuple[tuple[int, int], ...]  # (width, height) per frame
 
@@ -128,15 +127,6 @@ def _occluder(rng: np.random.Generator) -> _Occluder | None:
     return _Occluder(center, axes, int(rng.integers(2**31)), color)
 
 
-def _neighbour(rng: np.random.Generator) -> tuple[np.ndarray, float] | None:
-    """Maybe another sign of any type above or below on the same pole, weathered like the main one."""
-    if rng.random() >= NEIGHBOUR_PROB:
-        return None
-    face, mask = SIGN_TYPES[str(rng.choice(sorted(SIGN_TYPES, key=int)))].draw()
-    side = 1.0 if rng.random() < NEIGHBOUR_BELOW_PROB else -1.0
-    return _weather(face, mask, rng), side * float(rng.uniform(*NEIGHBOUR_GAP))
-
-
 def _track_style(spec: SignSpec, rng: np.random.Generator, sizes: tuple[tuple[int, int], ...]) -> _TrackStyle:
     face, mask = spec.draw()
     motion = (rng.uniform(*MOTION_LENGTH), rng.normal(0, MOTION_ANGLE_STD)) if rng.random() < MOTION_PROB else (0, 0)
@@ -164,7 +154,6 @@ def _track_style(spec: SignSpec, rng: np.random.Generator, sizes: tuple[tuple[in
         noise_sigma=float(rng.uniform(*NOISE_SIGMA)),
         pole=pole,
         plate=bool(rng.random() < PLATE_PROB),
-        neighbour=_neighbour(rng),
         occluder=_occluder(rng),
         sizes=sizes,
     )
@@ -237,18 +226,6 @@ def _props(style: _TrackStyle, frame: np.ndarray, homography: np.ndarray, sign_p
         half = int(PLATE_HALF_WIDTH * sign_px)
         x = int(bottom[0])
         cv2.rectangle(frame, (x - half, top), (x + half, h), (PLATE_GREY,) * 3, -1, cv2.LINE_AA)
-
-
-def _draw_neighbour(style: _TrackStyle, frame: np.ndarray, homography: np.ndarray, sign_px: float) -> None:
-    """The neighbouring sign, same viewpoint, shifted up or down: often half in the frame, as in GTSRB crops."""
-    if style.neighbour is None:
-        return
-    face, offset = style.neighbour
-    shifted = np.array([[1, 0, 0], [0, 1, offset * sign_px], [0, 0, 1]]) @ homography
-    warped = _warp_sign(face, shifted, (frame.shape[1], frame.shape[0]), sign_px)
-    alpha = warped[..., 3:].astype(np.float32) / 255
-    frame *= 1 - alpha
-    frame += warped[..., :3].astype(np.float32) / 255 * style.sign_gain * alpha
 
 
 def _occlude(frame: np.ndarray, occluder: _Occluder, rng: np.random.Generator) -> None:
@@ -336,7 +313,6 @@ def _render_frame(
     homography, sign_px = _placement(style, rng, angles, work, SUPERSAMPLE)
     frame = _backdrop(style, rng, work)
     _props(style, frame, homography, sign_px)
-    _draw_neighbour(style, frame, homography, sign_px)
     warped = _warp_sign(style.sign, homography, work, sign_px)
     alpha = warped[..., 3:].astype(np.float32) / 255
     frame = frame * (1 - alpha) + warped[..., :3].astype(np.float32) / 255 * style.sign_gain * alpha
