@@ -9,16 +9,22 @@ PYTEST_ARGS ?=
 # Stage commands call `python`: the venv's must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install run test test-fast lint bench pr-report mlflow-server remote sweep clean
+.PHONY: install lock run test test-fast lint bench pr-report mlflow-server remote sweep clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	# pip (not uv/poetry) so torch and torchvision come from this machine's disk.
-	$(BIN)/pip install --quiet -e ".[test]"
+	# pip (not uv/poetry) so torch and torchvision come from this machine's disk;
+	# ranges from pyproject.toml, exact versions from constraints.txt.
+	$(BIN)/pip install --quiet -e ".[pipeline,test]" -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+# Re-pin constraints.txt to what the venv holds now (after changing a range in pyproject.toml).
+lock: install
+	{ sed -n '1,2p' constraints.txt; $(BIN)/pip freeze --exclude-editable | grep -v '^signflow'; } > constraints.txt.tmp
+	mv constraints.txt.tmp constraints.txt
 
 run: install
 	$(BIN)/dvc repro
