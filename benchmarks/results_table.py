@@ -4,11 +4,11 @@ Builds a throw-away git+DVC copy of this project, switches it to the real-data
 recipe (``signflow preset gtsrb``: the shared GTSRB subset as a local mirror,
 split 80/10/10), then runs one ``dvc exp run -S ...`` per configuration, exactly
 as a user would, one after the other (2 cores: parallel runs would only slow
-each other). After each run it reads ``metrics/train.json`` and
-``metrics/evaluate.json`` and measures the trained ``models/best.pt``: weight
-size and inference images/s on the test split. Writes
-``reports/results.md`` (mean and spread over seeds, then every run) and
-``reports/results.csv``; prints one JSON line per run.
+each other). After each run it reads ``metrics/train.json``,
+``metrics/timings/train.json`` and ``metrics/evaluate.json`` and measures the
+trained ``models/best.pt``: weight size and inference images/s on the test
+split. Writes ``reports/results.md`` (mean and spread over seeds, then every
+run) and ``reports/results.csv``; prints one JSON line per run.
 
 Usage: ``python benchmarks/results_table.py [--seeds 0 1 2] [--unknown true false] [--quick]``.
 """
@@ -31,6 +31,7 @@ import numpy as np
 import pandas as pd
 from bench_repro import set_params
 
+from signflow import paths
 from signflow.data.arrays import load_split
 from signflow.inference import load_model, predict_probs
 from signflow.io import write_text
@@ -113,6 +114,7 @@ def one_run(workdir: Path, config: tuple[str, str, list[str]], unknown: str, see
     sets = overrides(strategy, backbone, extra, unknown, seed, quick)
     run(["dvc", "exp", "run", *[a for o in sets for a in ("-S", o)]], workdir)
     train = json.loads((workdir / "metrics" / "train.json").read_text())
+    timings = json.loads((workdir / paths.TRAIN_TIMINGS).read_text())
     evaluate = json.loads((workdir / "metrics" / "evaluate.json").read_text())
     return {"strategy": strategy, "backbone": backbone, "unknown": unknown == "true", "seed": seed,
             "test_accuracy": evaluate["test.accuracy"], "test_macro_f1": evaluate["test.macro_f1"],
@@ -120,7 +122,7 @@ def one_run(workdir: Path, config: tuple[str, str, list[str]], unknown: str, see
             "test_ece_uncalibrated": evaluate.get("test.ece_uncalibrated"),
             "known_accuracy": evaluate.get("openset.known_accuracy"),
             "heldout_rejected": evaluate.get("openset.heldout_rejected"),
-            "target_errors": target_errors(workdir), "train_seconds": train["train_seconds"],
+            "target_errors": target_errors(workdir), "train_seconds": timings["train_seconds"],
             "epochs_run": train["epochs_run"], **measure_model(workdir), "overrides": sets}
 
 

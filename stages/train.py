@@ -24,7 +24,8 @@ def main() -> int:
     # Imported only now: a launching parent just waits, and torch alone would hold ~1 GB in it.
     from signflow.experiment import TrainOutputs, run_training
 
-    outputs = TrainOutputs(paths.MODELS_DIR, paths.RUN_FILE, paths.TRAIN_SUMMARY, paths.TRAIN_HISTORY)
+    outputs = TrainOutputs(paths.MODELS_DIR, paths.RUN_FILE, paths.TRAIN_SUMMARY, paths.TRAIN_HISTORY,
+                           paths.TRAIN_TIMINGS, paths.TRAIN_TIMINGS_HISTORY)
     # The resume fingerprint hashes the code this stage runs: the files dvc.yaml lists as its deps.
     result = run_training(cfg, paths.DATASET_DIR, outputs, import_closure(Path(__file__)))
     logging.getLogger("train").info("best epoch %d, val accuracy %.4f", result.best_epoch, result.best_val_accuracy)

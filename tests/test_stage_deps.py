@@ -103,3 +103,66 @@ def test_train_fingerprint_follows_the_train_closure_only(tmp_path: Path) -> Non
     with open(package / "train.py", "a") as fh:
         fh.write("\n# an edit to the loop\n")
     assert current() != before
+
+
+# ---- plots: each declared once, each drawn from a file the pipeline writes ------------------
+
+
+def _entry_paths(entries: list) -> list[str]:
+    """Paths of a dvc.yaml list whose items are `path` or `{path: {options}}`."""
+    return [entry if isinstance(entry, str) else next(iter(entry)) for entry in entries]
+
+
+def _stage_outputs(kinds: tuple[str, ...] = ("outs", "metrics", "plots")) -> dict[str, list[str]]:
+    return {name: [p for kind in kinds for p in _entry_paths(stage.get(kind, []))] for name, stage in _stages().items()}
+
+
+def _top_level_plot_files() -> list[str]:
+    """The files the top-level `plots:` draw: a bare path, or the files under a definition's `y`."""
+    files = []
+    for entry in yaml.safe_load((REPO / "dvc.yaml").read_text()).get("plots", []):
+        if isinstance(entry, str):
+            files.append(entry)
+            continue
+        plot_id, spec = next(iter(entry.items()))
+        y = (spec or {}).get("y")
+        files.extend(y if isinstance(y, dict) else [plot_id])
+    return files
+
+
+def test_no_plot_is_declared_twice() -> None:
+    top = _top_level_plot_files()
+    stage_plots = {p for paths in _stage_outputs(("plots",)).values() for p in paths}
+    both = sorted(stage_plots & set(top))
+    assert not both, f"dvc.yaml: {both} are stage `plots:` and top-level plots: `dvc plots show` draws them twice"
+
+
+def test_every_top_level_plot_is_a_file_the_pipeline_writes() -> None:
+    outputs = [p for paths in _stage_outputs().values() for p in paths]
+    for file in _top_level_plot_files():
+        written = any(_covers(out, file) for out in outputs)
+        assert written or (REPO / file).is_file(), f"dvc.yaml top-level plot {file}: no stage writes it, no such file"
+
+
+def test_every_report_figure_and_the_reliability_data_are_plots() -> None:
+    from signflow import paths
+
+    top = set(_top_level_plot_files())
+    figures = sorted((REPO / paths.REPORTS_DIR).glob("*.png"))
+    assert figures, f"no committed figures in {paths.REPORTS_DIR}"
+    missing = [f.relative_to(REPO).as_posix() for f in figures if f.relative_to(REPO).as_posix() not in top]
+    assert not missing, f"report figures not declared as top-level plots in dvc.yaml: {missing}"
+    for data in (paths.TRAIN_HISTORY, paths.CONFUSION, paths.ROC, paths.RELIABILITY):
+        assert data.as_posix() in top, f"{data} is not a top-level plot in dvc.yaml"
+
+
+def test_timings_are_metrics_files_apart_from_the_results() -> None:
+    """Every JSON a stage writes under metrics/timings/ is a `metrics:` output (`dvc exp show` lists it)."""
+    from signflow import paths
+
+    timings = paths.TIMINGS_DIR.as_posix() + "/"
+    metrics = _stage_outputs(("metrics",))
+    for name, outputs in _stage_outputs(("outs", "plots")).items():
+        misplaced = [p for p in outputs if p.startswith(timings) and p.endswith(".json")]
+        assert not misplaced, f"dvc.yaml stage {name!r}: timings {misplaced} must be under `metrics:`"
+    assert paths.TRAIN_TIMINGS.as_posix() in metrics["train"]

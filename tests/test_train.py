@@ -14,13 +14,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch import nn
 
 from signflow.checkpoint import CheckpointError, load_checkpoint
 from signflow.config import AugmentConfig, Config, load_config
-from signflow.experiment import build_model, checkpoint_meta, fingerprint
+from signflow.experiment import (
+    HISTORY_COLUMNS,
+    TIMINGS_HISTORY_COLUMNS,
+    TrainOutputs,
+    build_model,
+    checkpoint_meta,
+    epoch_callbacks,
+    fingerprint,
+)
 from signflow.models import SignModel, create_model
 from signflow.runtime import configure_runtime
 from signflow.train import (
@@ -333,6 +342,59 @@ def test_last_checkpoint_of_another_fingerprint_is_not_resumed(base_cfg, train_s
     assert result.resumed_from_epoch is None
     assert [h.epoch for h in result.history] == [0, 1, 2]
     assert load_checkpoint(tmp_path / LAST_FILE)["fingerprint"] == "fingerprint-b"
+
+
+# ---- live history: the files grow while the run trains ---------------------------------------
+
+
+class _StepLog:
+    """Stands in for the MLflow tracker: the steps logged, in order."""
+
+    def __init__(self) -> None:
+        self.steps: list[int | None] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.steps.append(step)
+
+
+def test_history_files_grow_every_epoch_and_a_resume_keeps_the_start(
+    base_cfg, train_set, val_set, tmp_path, device
+) -> None:
+    """The train stage's per-epoch callbacks: after each epoch both CSVs hold every epoch so far.
+
+    An observer running after them reads the files as `dvc plots show` would mid-run. Interrupted
+    and resumed (DVC deletes the non-persistent outputs first), the files start again from epoch 0.
+    """
+    cfg = _cfg(base_cfg, "linear", backbone="simple_cnn", weights="none", epochs=3)
+    metrics = tmp_path / "metrics"
+    out = TrainOutputs(tmp_path / "models", tmp_path / "models" / "run.json", metrics / "train.json",
+                       metrics / "train_history.csv", metrics / "timings" / "train.json",
+                       metrics / "timings" / "train_history.csv")
+    seen: list[tuple[int, list[int], list[int]]] = []
+
+    def observe(stats: EpochStats) -> None:
+        history, timings = pd.read_csv(out.history), pd.read_csv(out.timings_history)
+        assert list(history.columns) == HISTORY_COLUMNS and "seconds" not in history.columns
+        assert list(timings.columns) == TIMINGS_HISTORY_COLUMNS and (timings["seconds"] > 0).all()
+        seen.append((stats.epoch, history["epoch"].tolist(), timings["epoch"].tolist()))
+
+    first = _StepLog()
+    with pytest.raises(KeyboardInterrupt):
+        _fit(build_model(cfg), cfg, train_set, val_set, out.models_dir, device,
+             callbacks=(*epoch_callbacks(first, out), observe, _Interrupt(1)))
+    assert seen == [(0, [0], [0]), (1, [0, 1], [0, 1])] and first.steps == [0, 1]
+
+    out.history.unlink()
+    out.timings_history.unlink()
+    seen.clear()
+    resumed = _StepLog()
+    result = _fit(build_model(cfg), cfg, train_set, val_set, out.models_dir, device,
+                  callbacks=(*epoch_callbacks(resumed, out), observe))
+    assert result.resumed_from_epoch == 1
+    # Epochs 0 and 1 replayed from last.pt (the new tracker run gets them too), then epoch 2 trained.
+    assert seen == [(0, [0], [0]), (1, [0, 1], [0, 1]), (2, [0, 1, 2], [0, 1, 2])]
+    assert resumed.steps == [0, 1, 2]
+    assert pd.read_csv(out.history)["val_loss"].tolist() == pytest.approx([h.val_loss for h in result.history])
 
 
 # ---- early stopping -------------------------------------------------------------------------

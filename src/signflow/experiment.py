@@ -30,10 +30,13 @@ from signflow.io import atomic_path, write_json
 from signflow.models import FeatureSpec, SignModel, create_model
 from signflow.runtime import configure_runtime
 from signflow.strategies import is_backbone_frozen, resolve_weights
-from signflow.tracking import git_commit, run_name_for, tracked_run
-from signflow.train import BEST_FILE, ArraySet, EpochStats, TrainResult, fit
+from signflow.tracking import Tracker, git_commit, run_name_for, tracked_run
+from signflow.train import BEST_FILE, ArraySet, EpochCallback, EpochStats, TrainResult, fit
 
-HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds"]
+# metrics/train_history.csv: what the run learned, identical for the same run on any machine;
+# each epoch's duration goes to the timings history beside it (paths.TRAIN_TIMINGS_HISTORY).
+HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"]
+TIMINGS_HISTORY_COLUMNS = ["epoch", "seconds"]
 
 
 def load_labelled(dataset_dir: Path, split: str) -> tuple[pd.DataFrame, ArraySet]:
@@ -94,12 +97,48 @@ def fingerprint(cfg: Config, dataset_dir: Path, code_files: Sequence[Path] = ())
 
 @dataclass(frozen=True)
 class TrainOutputs:
-    """Where the train stage writes: checkpoints and run id, the summary, the per-epoch history."""
+    """Where the train stage writes: checkpoints and run id, the summary, the per-epoch history, their timings."""
 
     models_dir: Path
     run_file: Path
     summary: Path
     history: Path
+    timings: Path  # train_seconds, images_per_second
+    timings_history: Path  # seconds per epoch
+
+
+def write_history(history: Sequence[EpochStats], out: TrainOutputs) -> None:
+    """The per-epoch history and its timings as two CSVs, each replaced atomically (a reader never sees half)."""
+    rows = pd.DataFrame([asdict(h) for h in history], columns=[*HISTORY_COLUMNS, "seconds"])
+    for path, columns in ((out.history, HISTORY_COLUMNS), (out.timings_history, TIMINGS_HISTORY_COLUMNS)):
+        with atomic_path(path) as tmp:
+            rows[columns].to_csv(tmp, index=False)
+
+
+class HistoryWriter:
+    """An epoch callback rewriting the history files after every epoch.
+
+    So the run is visible while it trains: `dvc plots show` (or the DVC editor
+    extension, which re-reads the workspace) draws the epochs done so far. An
+    epoch seen again (a resumed run replays its history) replaces its row.
+    """
+
+    def __init__(self, out: TrainOutputs):
+        self.out = out
+        self.history: list[EpochStats] = []
+
+    def __call__(self, stats: EpochStats) -> None:
+        self.history = [h for h in self.history if h.epoch < stats.epoch] + [stats]
+        write_history(self.history, self.out)
+
+
+def epoch_callbacks(tracker: Tracker, out: TrainOutputs) -> list[EpochCallback]:
+    """What rank 0 does after each epoch: log it to MLflow, then rewrite the history files."""
+
+    def log_epoch(stats: EpochStats) -> None:
+        tracker.log_metrics({k: v for k, v in asdict(stats).items() if k != "epoch"}, step=stats.epoch)
+
+    return [log_epoch, HistoryWriter(out)]
 
 
 def _tags(cfg: Config, train_set: ArraySet, val_set: ArraySet) -> dict[str, str]:
@@ -155,18 +194,14 @@ def _tracked_fit(
     name = run_name_for(cfg.model.backbone, cfg.strategy)
     with tracked_run(out.run_file, name, _tags(cfg, train_set, val_set), reuse=False) as tracker:
         tracker.log_params(flatten(cfg.to_dict()))
-
-        def log_epoch(stats: EpochStats) -> None:
-            tracker.log_metrics({k: v for k, v in asdict(stats).items() if k != "epoch"}, step=stats.epoch)
-
-        result = fit(model, train_set, val_set, callbacks=[log_epoch], **fit_args)
+        result = fit(model, train_set, val_set, callbacks=epoch_callbacks(tracker, out), **fit_args)
         best = out.models_dir / BEST_FILE
         calibration = calibrate_checkpoint(best, val_set, cfg.train.batch_size, fit_args["device"])
         summary = {**result.summary(), **calibration_summary(calibration)}
         write_json(out.summary, summary)
-        with atomic_path(out.history) as tmp:
-            pd.DataFrame([asdict(h) for h in result.history], columns=HISTORY_COLUMNS).to_csv(tmp, index=False)
-        tracker.log_metrics(summary)
+        write_json(out.timings, result.timings())
+        write_history(result.history, out)  # already written per epoch; this makes it exactly the result's
+        tracker.log_metrics({**summary, **result.timings()})
         tracker.log_artifact(out.history)
         tracker.log_artifact(out.models_dir / BEST_FILE, "model")
     return result

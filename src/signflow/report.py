@@ -234,10 +234,6 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def _seconds(value: Any) -> str:
-    return MISSING if value is None else f"{value:.0f} s"
-
-
 def _pct(value: Any) -> str:
     return MISSING if value is None else f"{value:.1%}"
 
@@ -347,11 +343,12 @@ def _metrics_section(metrics: Mapping[str, Any]) -> str:
 
 
 def _training_text(summary: Mapping[str, Any]) -> str:
+    # No durations (metrics/timings/): the report changes when the results do, not when the machine is busier.
     stopped = " (stopped early)" if summary.get("stopped_early") else ""
     return (
         f"{_fmt(summary.get('epochs_run'))} epochs run{stopped}; best epoch {_fmt(summary.get('best_epoch'))} "
         f"(val accuracy {_fmt(summary.get('best_val_accuracy'))}, val loss {_fmt(summary.get('best_val_loss'))}) "
-        f"is the saved model; {_seconds(summary.get('train_seconds'))} of training."
+        "is the saved model."
     )
 
 

@@ -87,7 +87,7 @@ METRICS: tuple[tuple[str, str, str], ...] = (
     ("test.accuracy", paths.EVALUATE_METRICS.as_posix(), "test.accuracy"),
     ("test.macro_f1", paths.EVALUATE_METRICS.as_posix(), "test.macro_f1"),
     ("openset.auroc", paths.EVALUATE_METRICS.as_posix(), "openset.auroc"),
-    ("train_seconds", paths.TRAIN_SUMMARY.as_posix(), "train_seconds"),
+    ("train_seconds", paths.TRAIN_TIMINGS.as_posix(), "train_seconds"),  # a timings file: see paths.TIMINGS_DIR
 )
 NAME_COLUMN, STATUS_COLUMN, NOTE_COLUMN = "experiment", "status", "note"
 

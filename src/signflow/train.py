@@ -106,15 +106,20 @@ class TrainResult:
     resumed_from_epoch: int | None = None
 
     def summary(self) -> dict[str, Any]:
-        """Flat values for metrics/train.json."""
+        """Flat values for metrics/train.json: the results, no timings (the same run gives the same file)."""
         return {
             "best_epoch": self.best_epoch,
             "best_val_accuracy": round(self.best_val_accuracy, 6),
             "best_val_loss": round(self.best_val_loss, 6),
             "epochs_run": len(self.history),
+            "stopped_early": self.stopped_early,
+        }
+
+    def timings(self) -> dict[str, float]:
+        """Flat values for metrics/timings/train.json: they change with the machine and its load, not the model."""
+        return {
             "train_seconds": round(self.train_seconds, 2),
             "images_per_second": round(self.images_per_second, 1),
-            "stopped_early": self.stopped_early,
         }
 
 
@@ -360,7 +365,9 @@ def fit(
     in every checkpoint; ``fingerprint`` identifies config + data for resume.
     In a process group (``signflow.distributed``) every rank calls this with the
     same arguments: every rank resumes from last.pt, only rank 0 writes, and
-    ``callbacks`` run on every rank (the caller gives rank 0 its tracker).
+    ``callbacks`` run on every rank (the caller gives rank 0 its tracker). They
+    run after each epoch, once its checkpoints are written; a resumed run first
+    replays its earlier epochs to them, in order.
     """
     spec = resolve_strategy(strategy)
     rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
@@ -372,6 +379,11 @@ def fit(
     optimizer = make_optimizer(groups, cfg)
     base_lrs = [g["lr"] for g in optimizer.param_groups]
     loop = _resume(checkpoint_dir, fingerprint, model, optimizer) or _LoopState()
+    # Replayed: a resumed run's callbacks (this process's tracker run, the per-epoch history file,
+    # which DVC deleted before re-running the stage) get the whole history, not only the epochs run now.
+    for stats in loop.result.history:
+        for callback in callbacks:
+            callback(stats)
 
     torch.manual_seed(cfg.seed)
     start = time.perf_counter()
