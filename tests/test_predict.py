@@ -3,7 +3,10 @@
 The checkpoint is a freshly built simple_cnn at 32 px (no training): its head
 bias is pushed towards one class, so which class wins, and with what
 probability, is known without training while probabilities still vary a little
-per image (so batch-versus-single comparisons mean something).
+per image (so batch-versus-single comparisons mean something). The ONNX model
+is that checkpoint exported by ``signflow.export.export_onnx``, as the export
+stage does; ``--backend onnx`` must give the same answers without importing
+torch or anything else heavy.
 """
 
 from __future__ import annotations
@@ -26,10 +29,12 @@ import torch
 
 from signflow import predict
 from signflow.checkpoint import save_checkpoint
-from signflow.cli import EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, main
+from signflow.cli import COMMANDS, DEFAULT_MODELS, EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, main
 from signflow.config import UNKNOWN_NAME, load_config
 from signflow.experiment import build_model, checkpoint_meta
+from signflow.export import export_onnx
 from signflow.inference import load_model
+from signflow.predictor import list_backends, load_predictor, sidecar_path
 
 IMAGE_SIZE = 32
 N_IMAGES = 10
@@ -37,12 +42,26 @@ N_NESTED = 3  # of them, in a sub-folder (directories are searched recursively)
 BIAS_BOOST = 3.0  # logit added to the favoured class: it wins with p ~0.8 on every image
 FAVOURED = "stop"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# What `signflow predict --backend onnx` must not import (a `signflow[predict]` install has none of them).
+HEAVY_MODULES = ("torch", "torchvision", "timm", "sklearn", "pandas", "dvc", "mlflow", "matplotlib", "yaml")
+# Runs python code with the arguments after it, then writes the heavy modules it imported to $HEAVY_OUT.
+# -c, not -m signflow: the check must see the process as the console script leaves it.
+IMPORT_CHECK = """
+import json, os, sys
+code = sys.argv.pop(1)
+try:
+    exec(code)
+finally:
+    heavy = sorted({m.split(".")[0] for m in sys.modules} & set(json.loads(os.environ["HEAVY"])))
+    with open(os.environ["HEAVY_OUT"], "w") as out:
+        json.dump(heavy, out)
+"""
 
 
 # ------------------------------------------------------------------ fixtures
 
 
-def _tiny_checkpoint(repo_root: Path, path: Path, favoured: str, unknown: bool = True) -> Path:
+def tiny_checkpoint(repo_root: Path, path: Path, favoured: str, unknown: bool = True) -> Path:
     cfg = load_config(repo_root / "params.yaml")
     cfg = dataclasses.replace(
         cfg,
@@ -58,9 +77,30 @@ def _tiny_checkpoint(repo_root: Path, path: Path, favoured: str, unknown: bool =
     return path
 
 
+def tiny_onnx(checkpoint: Path, path: Path, threshold: float = 0.0) -> Path:
+    """``checkpoint`` exported as the export stage does: ``path`` and its sidecar ``path.with_suffix(".json")``."""
+    export_onnx(load_model(checkpoint), path, threshold=threshold, source_checkpoint=checkpoint)
+    return path
+
+
+def run_checking_imports(code: str, *args: str | Path, cwd: Path, tmp_path: Path) -> tuple[int, str, str, list[str]]:
+    """Run ``code`` in a fresh python (``sys.argv[1:]`` = ``args``): exit code, stdout, stderr, heavy modules."""
+    heavy_out = tmp_path / "heavy.json"
+    env = {**os.environ, "HEAVY": json.dumps(HEAVY_MODULES), "HEAVY_OUT": str(heavy_out)}
+    done = subprocess.run([sys.executable, "-c", IMPORT_CHECK, code, *map(str, args)], capture_output=True,
+                          text=True, timeout=120, cwd=cwd, env=env)
+    return done.returncode, done.stdout, done.stderr, json.loads(heavy_out.read_text())
+
+
 @pytest.fixture(scope="module")
 def checkpoint(repo_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return _tiny_checkpoint(repo_root, tmp_path_factory.mktemp("model") / "best.pt", FAVOURED)
+    return tiny_checkpoint(repo_root, tmp_path_factory.mktemp("model") / "best.pt", FAVOURED)
+
+
+@pytest.fixture(scope="module")
+def onnx_model(checkpoint: Path) -> Path:
+    """The checkpoint exported to ONNX (sidecar threshold 0: nothing rejected)."""
+    return tiny_onnx(checkpoint, checkpoint.parent / "onnx" / "model.onnx")
 
 
 @pytest.fixture(scope="module")
@@ -213,7 +253,7 @@ def test_refused_checkpoint_exits_2(capsys, repo_root, tmp_path, image_files, ki
     elif kind == "custom_class":
         torch.save({"model": _malicious_pickle(marker)}, path)
     elif kind == "wrong_shapes":
-        state = torch.load(_tiny_checkpoint(repo_root, path, FAVOURED), weights_only=True)
+        state = torch.load(tiny_checkpoint(repo_root, path, FAVOURED), weights_only=True)
         torch.save({**state, "num_classes": state["num_classes"] + 1}, path)
     code, out, err = _run(capsys, image_files[0], "--model", path)
     assert code == EXIT_USAGE
@@ -243,7 +283,7 @@ def test_high_threshold_turns_predictions_unknown(capsys, checkpoint, image_file
 
 
 def test_unknown_class_winning_gives_unknown(capsys, repo_root, tmp_path, image_files):
-    model = _tiny_checkpoint(repo_root, tmp_path / "unknown.pt", UNKNOWN_NAME)
+    model = tiny_checkpoint(repo_root, tmp_path / "unknown.pt", UNKNOWN_NAME)
     _, results = _run_json(capsys, *image_files[:3], "--model", model, "--threshold", "0")
     assert {r["prediction"] for r in results} == {UNKNOWN_NAME}
 
@@ -296,10 +336,10 @@ def test_pool_decode_equals_serial(monkeypatch, image_files, bad_inputs):
 def test_batch_results_equal_single_file_results(monkeypatch, checkpoint, image_files, bad_inputs):
     monkeypatch.setattr(predict, "POOL_MIN_FILES", 2)
     monkeypatch.setattr(predict, "PREDICT_BLOCK", 4)  # several blocks through one pool
-    loaded = load_model(checkpoint)
+    predictor = load_predictor(checkpoint)
     paths = [*image_files, bad_inputs[1]]
-    batched = predict.predict_files(loaded, paths, top_k=5, batch_size=3, workers=2)
-    single = [predict.predict_files(loaded, [p], top_k=5, batch_size=1, workers=1)[0] for p in paths]
+    batched = predict.predict_files(predictor, paths, top_k=5, batch_size=3, workers=2)
+    single = [predict.predict_files(predictor, [p], top_k=5, batch_size=1, workers=1)[0] for p in paths]
     assert [r["path"] for r in batched] == [r["path"] for r in single]
     for b, s in zip(batched, single, strict=True):
         assert b.keys() == s.keys()
@@ -325,3 +365,121 @@ def test_console_script(repo_root, checkpoint, image_files, bad_inputs):
     results = json.loads(done.stdout)
     assert [("error" in r) for r in results] == [False, True]
     assert "1 of 2 files could not be classified" in done.stderr
+
+
+# ------------------------------------------------------------------ ONNX backend
+
+
+def test_onnx_backend_matches_torch(capsys, checkpoint, onnx_model, image_dir, image_files, bad_inputs):
+    args = [image_dir, bad_inputs[1], "--threshold", "0", "--top-k", "5"]
+    torch_code, by_torch = _run_json(capsys, *args, "--model", checkpoint)
+    onnx_code, by_onnx = _run_json(capsys, *args, "--backend", "onnx", "--model", onnx_model)
+    assert torch_code == onnx_code == EXIT_FILES_FAILED
+    assert [r["path"] for r in by_onnx] == [r["path"] for r in by_torch] == [*map(str, image_files), str(bad_inputs[1])]
+    assert by_onnx[-1] == by_torch[-1] == {"path": str(bad_inputs[1]), "error": "not an image"}
+    for o, t in zip(by_onnx[:-1], by_torch[:-1], strict=True):
+        assert o.keys() == t.keys() and o["prediction"] == t["prediction"] == FAVOURED
+        assert [name for name, _ in o["top_k"]] == [name for name, _ in t["top_k"]]
+        np.testing.assert_allclose(list(o["probabilities"].values()), list(t["probabilities"].values()), atol=1e-4)
+
+
+def test_backend_follows_the_model_suffix(capsys, onnx_model, image_files):
+    code, results = _run_json(capsys, image_files[0], "--model", onnx_model, "--threshold", "0")  # no --backend
+    assert code == EXIT_OK and results[0]["prediction"] == FAVOURED
+
+
+@pytest.mark.parametrize(("backend", "model", "message"), [
+    ("torch", "onnx", "--backend torch cannot run"),
+    ("onnx", "pt", "--backend onnx cannot run"),
+    (None, "h5", "unknown model format '.h5'"),
+])
+def test_backend_model_mismatch_exits_2(capsys, tmp_path, checkpoint, onnx_model, image_files, backend, model, message):
+    path = {"pt": checkpoint, "onnx": onnx_model, "h5": tmp_path / "model.h5"}[model]
+    code, out, err = _run(capsys, image_files[0], "--model", path, *(["--backend", backend] if backend else []))
+    assert code == EXIT_USAGE and out == ""
+    assert err.startswith("signflow: error: ") and message in err
+    assert str(path) in err and len(err.strip().splitlines()) == 1
+
+
+def test_default_model_per_backend(capsys, monkeypatch, tmp_path, onnx_model, image_files):
+    assert set(DEFAULT_MODELS) == set(list_backends())
+    monkeypatch.chdir(tmp_path)
+    code, _, err = _run(capsys, image_files[0])  # no --backend, no --model: torch, models/best.pt
+    assert code == EXIT_USAGE and str(DEFAULT_MODELS["torch"]) in err
+    target = tmp_path / DEFAULT_MODELS["onnx"]
+    target.parent.mkdir(parents=True)
+    target.write_bytes(onnx_model.read_bytes())
+    sidecar_path(target).write_bytes(sidecar_path(onnx_model).read_bytes())
+    code, results = _run_json(capsys, image_files[0], "--backend", "onnx", "--threshold", "0")
+    assert code == EXIT_OK and results[0]["prediction"] == FAVOURED
+
+
+def test_onnx_threshold_auto_reads_the_sidecar(capsys, tmp_path, checkpoint, image_files):
+    strict = tiny_onnx(checkpoint, tmp_path / "strict.onnx", threshold=0.99)
+    metrics = tmp_path / "evaluate.json"
+    metrics.write_text(json.dumps({"openset.threshold": 0.0}))  # ignored: the sidecar decides for an .onnx model
+    _, auto = _run_json(capsys, *image_files[:3], "--model", strict, "--metrics", metrics)
+    assert {r["prediction"] for r in auto} == {UNKNOWN_NAME}
+    _, explicit = _run_json(capsys, *image_files[:3], "--model", strict, "--threshold", "0")
+    assert {r["prediction"] for r in explicit} == {FAVOURED}
+
+
+@pytest.mark.parametrize("kind", ["no_sidecar", "sidecar_not_json", "sidecar_wrong_format", "onnx_random_bytes"])
+def test_refused_onnx_model_exits_2(capsys, tmp_path, onnx_model, image_files, kind):
+    path = tmp_path / "model.onnx"
+    path.write_bytes(np.random.default_rng(0).bytes(4096) if kind == "onnx_random_bytes" else onnx_model.read_bytes())
+    sidecar = json.loads(sidecar_path(onnx_model).read_text())
+    if kind == "sidecar_not_json":
+        sidecar_path(path).write_text("{not json")
+    elif kind == "sidecar_wrong_format":
+        sidecar_path(path).write_text(json.dumps({**sidecar, "format": "something-else"}))
+    elif kind == "onnx_random_bytes":
+        sidecar_path(path).write_text(json.dumps(sidecar))
+    code, out, err = _run(capsys, image_files[0], "--model", path)
+    assert code == EXIT_USAGE and out == ""
+    assert err.startswith("signflow: error: ") and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    named = path if kind == "onnx_random_bytes" else sidecar_path(path)
+    assert str(named) in err
+
+
+def test_onnx_predict_imports_nothing_heavy(repo_root, tmp_path, checkpoint, onnx_model, image_files, bad_inputs):
+    """The console script's path, in a fresh process: no torch, sklearn, pandas, DVC, MLflow, matplotlib, yaml."""
+    inputs = [*image_files[:4], bad_inputs[1]]
+    code, out, err, heavy = run_checking_imports(
+        "import sys; from signflow.cli import main; sys.exit(main())",
+        "predict", "--backend", "onnx", "--model", onnx_model, "--json", *inputs, cwd=repo_root, tmp_path=tmp_path)
+    assert code == EXIT_FILES_FAILED, err
+    assert heavy == []
+    by_onnx = json.loads(out)
+    by_torch = predict.predict_files(load_predictor(checkpoint), inputs)
+    assert [r.get("prediction") for r in by_onnx] == [r.get("prediction") for r in by_torch]
+    assert [r.get("error") for r in by_onnx] == [None] * 4 + ["not an image"]
+
+
+def test_help_lists_every_command_and_imports_none(repo_root, tmp_path):
+    code, out, err, heavy = run_checking_imports(
+        "import sys; from signflow.cli import main; main(['--help'])\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('signflow.'))\n"
+        "print(loaded, file=sys.stderr)", cwd=repo_root, tmp_path=tmp_path)
+    assert code == 0, err
+    for name, command in COMMANDS.items():
+        assert name in out and _squeezed(command.help) in _squeezed(out)
+    assert heavy == []
+    assert err.strip() == str(["signflow.catalog", "signflow.cli", "signflow.logs", "signflow.paths"])
+
+
+def _squeezed(text: str) -> str:
+    """``text`` without whitespace: argparse re-wraps help lines (breaking at hyphens too)."""
+    return "".join(text.split())
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_each_command_resolves_and_has_help(capsys, name):
+    assert main([name, "--help"]) == EXIT_OK
+    assert _squeezed(COMMANDS[name].help) in _squeezed(capsys.readouterr().out)
+
+
+def test_registry_help_matches_remote_description():
+    from signflow import remote
+
+    assert COMMANDS["remote"].help == remote.DESCRIPTION

@@ -10,6 +10,11 @@ Adding a torchvision backbone of a known family is one line here.
 
 ``data.source`` is not listed: only the download stage reads it, and it is
 checked against ``signflow.data.raw.DATA_SOURCES`` as that stage starts.
+
+The few other names and helpers the light prediction path shares with the
+pipeline live here for the same reason (``UNKNOWN_NAME``, ``DEVICES``,
+``flatten``): ``signflow predict --backend onnx`` must run without pyyaml,
+which ``config.py`` needs; ``config.py`` re-exports them.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
+from typing import Any
 
 # Which backbone modules train, per strategy (the code for each lives in strategies.py).
 TRAINS_HEAD_ONLY, TRAINS_LAST_BLOCKS, TRAINS_ALL = "head_only", "last_blocks", "all"
@@ -75,3 +81,20 @@ def list_strategies() -> list[str]:
 
 def list_backbones() -> list[str]:
     return sorted(BACKBONES)
+
+
+# The trained open-set class and the answer for a rejected image: one name everywhere.
+UNKNOWN_NAME = "unknown"
+DEVICES = ("auto", "cpu", "cuda")  # train.device and `signflow predict --device`
+
+
+def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Flatten nested dicts to dotted keys (``train.lr``), for MLflow params."""
+    flat: dict[str, Any] = {}
+    for key, value in mapping.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, name))
+        else:
+            flat[name] = value
+    return flat

@@ -5,7 +5,7 @@ titles) and ``signflow predict`` all answer through :func:`decide`, so an image
 is "unknown" by the same rule everywhere: the model's own unknown class wins,
 or its known-ness (Hendrycks & Gimpel's max softmax over the known classes,
 https://arxiv.org/abs/1610.02136) is below the threshold chosen on validation.
-numpy only, so the light prediction path can use it.
+numpy only (and the pure-data catalog), so the light prediction path can use it.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from signflow.config import UNKNOWN_NAME
+from signflow.catalog import UNKNOWN_NAME
 
 
 def unknown_index(class_names: Sequence[str]) -> int | None:

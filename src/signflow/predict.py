@@ -1,26 +1,32 @@
-"""Classify new image files with a trained checkpoint: the library behind ``signflow predict``.
+"""Classify new images with a loaded model: the library behind ``signflow predict`` and ``Predictor.predict``.
 
-Every input file gets one result, either a prediction or the reason it could
-not be used, so one broken file never hides the others. Files are decoded in a
-process pool (decoding dominates for small models) and classified in batches,
-a block of files at a time so memory stays bounded for any number of inputs.
+Every input (an image file, or an in-memory array) gets one result, either a
+prediction or the reason it could not be used, so one broken file never hides
+the others. Files are decoded in a thread pool (decoding dominates for small
+models) and classified in batches, a block of files at a time so memory stays
+bounded for any number of inputs. The model is a :class:`signflow.predictor.Predictor`
+(PyTorch or onnxruntime): this module imports neither, nor anything else heavy
+(no torch, pandas, yaml), so the ONNX path runs in a ``signflow[predict]`` install.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from signflow.config import flatten
+from signflow.catalog import flatten
 from signflow.data.images import (
     DEFAULT_LIMITS,
+    IMAGE_SUFFIXES,
     BadImageError,
     DecodeOutcome,
     ImageLimits,
@@ -28,15 +34,21 @@ from signflow.data.images import (
     read_rgb,
     try_decode,
 )
-from signflow.data.sources.folder import IMAGE_SUFFIXES
-from signflow.inference import LoadedModel, predict_probs
 from signflow.openset import decide
 from signflow.parallel import resolve_workers
+
+if TYPE_CHECKING:
+    from signflow.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
 # Key the evaluate stage writes its validation-chosen rejection threshold under.
 THRESHOLD_KEY = "openset.threshold"
+AUTO = "auto"  # --threshold auto: the threshold chosen on validation (evaluate.json, or an ONNX model's sidecar)
+DEFAULT_TOP_K = 3
+DEFAULT_BATCH_SIZE = 256
+# The "path" of an in-memory image in results: its position among the array inputs.
+ARRAY_NAME = "<array {}>"
 # Fewer files than this are decoded in-process: a pool's start-up costs more.
 POOL_MIN_FILES = 16
 # Files decoded and classified together; at 224 px one block is ~150 MB of pixels.
@@ -48,6 +60,8 @@ TABLE_FAILED = "FAILED"
 
 Result = dict[str, Any]
 Outcome = DecodeOutcome
+# What Predictor.predict takes: a path (file or directory), an RGB uint8 array (H, W, 3) or a stack (N, H, W, 3).
+Input = str | os.PathLike | np.ndarray
 
 
 # ------------------------------------------------------------------ inputs
@@ -117,7 +131,7 @@ def decode_many(
 
     Returns the images of the files that decoded, in input order, and
     ``errors`` aligned with ``paths``: ``None`` for a decoded file, else the
-    reason it failed. ``workers=0`` uses one process per core.
+    reason it failed. ``workers=0`` uses one thread per core.
     """
     paths = [Path(p) for p in paths]
     with _decoder(len(paths), workers) as mapper:
@@ -127,7 +141,7 @@ def decode_many(
 # ------------------------------------------------------------------ prediction
 
 
-def _result(path: Path, probs: np.ndarray, class_names: list[str], predicted: str, top_k: int) -> Result:
+def _result(path: Path | str, probs: np.ndarray, class_names: list[str], predicted: str, top_k: int) -> Result:
     order = np.argsort(-probs, kind="stable")[:top_k]
     return {
         "path": str(path),
@@ -138,30 +152,44 @@ def _result(path: Path, probs: np.ndarray, class_names: list[str], predicted: st
     }
 
 
-def _predict_block(
-    loaded: LoadedModel, mapper: Mapper, paths: Sequence[Path], limits: ImageLimits,
-    threshold: float, top_k: int, batch_size: int,
+def _classify(
+    predictor: Predictor, names: Sequence[str], images: np.ndarray, errors: Sequence[str | None],
+    threshold: float | None, top_k: int, batch_size: int,
 ) -> list[Result]:
-    images, errors = _decode_with(mapper, paths, loaded.image_size, limits)
-    probs = predict_probs(loaded, images, batch_size)  # (M, K); M may be 0
-    labels = decide(probs, loaded.class_names, threshold)
+    """Results for ``names`` in order: ``errors[i]`` where set, else the next row of ``images`` classified."""
+    probs = predictor.predict_images(images, batch_size)  # (M, K); M may be 0
+    labels = decide(probs, predictor.class_names, threshold)
     decoded = iter(zip(probs, labels, strict=True))
     results = []
-    for path, error in zip(paths, errors, strict=True):
+    for name, error in zip(names, errors, strict=True):
         if error is not None:
-            results.append({"path": str(path), "error": error})
+            results.append({"path": str(name), "error": error})
         else:
             row, label = next(decoded)
-            results.append(_result(path, row, loaded.class_names, label, top_k))
+            results.append(_result(name, row, predictor.class_names, label, top_k))
     return results
 
 
+def _predict_block(
+    predictor: Predictor, mapper: Mapper, paths: Sequence[Path], limits: ImageLimits,
+    threshold: float | None, top_k: int, batch_size: int,
+) -> list[Result]:
+    images, errors = _decode_with(mapper, paths, predictor.image_size, limits)
+    return _classify(predictor, paths, images, errors, threshold, top_k, batch_size)
+
+
+def _log_failed(results: Sequence[Result], what: str) -> None:
+    failed = sum("error" in r for r in results)
+    if failed:
+        log.warning("%d of %d %s could not be classified", failed, len(results), what)
+
+
 def predict_files(
-    loaded: LoadedModel,
+    predictor: Predictor,
     paths: Iterable[Path | str],
-    threshold: float = 0.0,
-    top_k: int = 3,
-    batch_size: int = 256,
+    threshold: float | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    batch_size: int = DEFAULT_BATCH_SIZE,
     workers: int = 0,
     limits: ImageLimits = DEFAULT_LIMITS,
 ) -> list[Result]:
@@ -171,27 +199,102 @@ def predict_files(
     "top_k"}`` or ``{"path", "error"}``. ``confidence`` is the winning class's
     probability; the prediction is "unknown" when that class is the model's
     unknown class or when the known-ness score (largest known-class
-    probability) is below ``threshold``.
+    probability) is below ``threshold`` (``None``: the predictor's own).
     """
+    threshold = predictor.threshold if threshold is None else threshold
     files = collect_inputs(paths)
     results: list[Result] = []
     with _decoder(len(files), workers) as mapper:
         for start in range(0, len(files), PREDICT_BLOCK):
             block = files[start:start + PREDICT_BLOCK]
-            results.extend(_predict_block(loaded, mapper, block, limits, threshold, top_k, batch_size))
-    failed = sum("error" in r for r in results)
-    if failed:
-        log.warning("%d of %d files could not be classified", failed, len(results))
+            results.extend(_predict_block(predictor, mapper, block, limits, threshold, top_k, batch_size))
+    _log_failed(results, "files")
     return results
 
 
-def resolve_threshold(value: str, metrics_path: Path) -> float:
+# ------------------------------------------------------------------ in-memory images
+
+
+def _array_images(array: np.ndarray) -> list[np.ndarray]:
+    """The images of one array input: itself (H, W, 3), or each of a stack (N, H, W, 3)."""
+    return list(array) if array.ndim == 4 else [array]
+
+
+def fit_array(image: np.ndarray, size: int) -> tuple[np.ndarray | None, str | None]:
+    """An RGB uint8 (H, W, 3) array at ``size`` x ``size``, resized as a decoded file is; or why it cannot be."""
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3 or 0 in image.shape:
+        return None, f"expected a uint8 RGB array (H, W, 3) or a stack of them, got {image.dtype} {image.shape}"
+    if image.shape[:2] == (size, size):
+        return image, None  # already the model's size (e.g. a stack made for it): used as is
+    return crop_and_resize(image, size), None
+
+
+def predict_arrays(
+    predictor: Predictor,
+    arrays: Iterable[np.ndarray],
+    threshold: float | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    first_index: int = 0,
+) -> list[Result]:
+    """One result per image of ``arrays`` (each (H, W, 3), or a stack (N, H, W, 3)), named ``<array i>``.
+
+    Images of any size are resized exactly as decoded files are
+    (:func:`signflow.data.images.crop_and_resize`); one that is not uint8 RGB
+    gets its own error result. ``first_index`` numbers the first image.
+    """
+    threshold = predictor.threshold if threshold is None else threshold
+    images = [image for array in arrays for image in _array_images(np.asarray(array))]
+    names = [ARRAY_NAME.format(first_index + i) for i in range(len(images))]
+    results: list[Result] = []
+    for start in range(0, len(images), PREDICT_BLOCK):
+        fitted = [fit_array(image, predictor.image_size) for image in images[start:start + PREDICT_BLOCK]]
+        ok = [image for image, _ in fitted if image is not None]
+        size = predictor.image_size
+        stacked = np.stack(ok) if ok else np.empty((0, size, size, 3), dtype=np.uint8)
+        results.extend(_classify(predictor, names[start:start + PREDICT_BLOCK], stacked,
+                                 [error for _, error in fitted], threshold, top_k, batch_size))
+    _log_failed(results, "in-memory images")
+    return results
+
+
+def predict_inputs(
+    predictor: Predictor,
+    inputs: Input | Iterable[Input],
+    threshold: float | None = None,
+    top_k: int = DEFAULT_TOP_K,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    workers: int = 0,
+    limits: ImageLimits = DEFAULT_LIMITS,
+) -> list[Result]:
+    """Files, directories and arrays mixed, in input order: runs of paths go to :func:`predict_files`
+    and runs of arrays to :func:`predict_arrays`, so each run is batched."""
+    items = [inputs] if isinstance(inputs, (str, os.PathLike, np.ndarray)) else list(inputs)
+    results: list[Result] = []
+    arrays_seen = 0
+    for is_array, run in itertools.groupby(items, key=lambda item: isinstance(item, np.ndarray)):
+        run = list(run)
+        if is_array:
+            found = predict_arrays(predictor, run, threshold, top_k, batch_size, first_index=arrays_seen)
+            arrays_seen += len(found)
+        else:
+            found = predict_files(predictor, run, threshold, top_k, batch_size, workers, limits)
+        results.extend(found)
+    return results
+
+
+def resolve_threshold(value: str, metrics_path: Path, model_threshold: float | None = None) -> float:
     """The rejection threshold: a number in [0, 1], or ``auto`` for the evaluate stage's choice.
 
-    ``auto`` falls back to 0 (never reject) with a warning when the metrics
-    file or its key is missing, so predict works before `dvc repro evaluate`.
+    ``auto`` is ``model_threshold`` when the model carries one (an ONNX
+    model's sidecar: the evaluate stage's choice when it was exported), else
+    read from ``metrics_path``; it falls back to 0 (never reject) with a
+    warning when the metrics file or its key is missing, so predict works
+    before `dvc repro evaluate`.
     """
-    if value.strip().lower() == "auto":
+    if value.strip().lower() == AUTO:
+        if model_threshold is not None:
+            return float(model_threshold)
         return _threshold_from_metrics(Path(metrics_path))
     try:
         threshold = float(value)

@@ -35,6 +35,8 @@ class ImageLimits:
 
 
 DEFAULT_LIMITS = ImageLimits()  # frozen: safe to share as a default argument
+# File suffixes taken as images when a folder is searched (data sources, `signflow predict DIR`).
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff"})
 # Open shards kept per process: more than GTSRB's 43 classes, so a decode pass never reopens one.
 OPEN_SHARDS = 64
 

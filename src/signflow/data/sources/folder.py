@@ -6,11 +6,10 @@ import logging
 import re
 from pathlib import Path
 
+from signflow.data.images import IMAGE_SUFFIXES
 from signflow.data.records import RawRecord
 
 log = logging.getLogger(__name__)
-
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff"})
 
 
 def read_folder_tree(root: Path, track_pattern: str = "") -> list[RawRecord]:
