@@ -19,7 +19,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from signflow.checkpoint import load_checkpoint
-from signflow.experiment import HISTORY_COLUMNS
+from signflow.experiment import HISTORY_COLUMNS, TIMINGS_HISTORY_COLUMNS
 
 from project_copy import Project
 from tiny_project import IMAGE_SIZE, tiny_copy
@@ -55,6 +55,12 @@ def test_repro_train_writes_model_metrics_and_run(project: Project, repro: subpr
     assert summary["epochs_run"] == 1 and summary["best_epoch"] == 0
     history = pd.read_csv(root / "metrics" / "train_history.csv")
     assert list(history.columns) == HISTORY_COLUMNS and history["epoch"].tolist() == [0]
+    # Timings apart: the results files hold none.
+    timings = json.loads((root / "metrics" / "timings" / "train.json").read_text())
+    assert set(timings) == {"train_seconds", "images_per_second"} and timings["train_seconds"] > 0
+    assert not set(timings) & set(summary)
+    epoch_seconds = pd.read_csv(root / "metrics" / "timings" / "train_history.csv")
+    assert list(epoch_seconds.columns) == TIMINGS_HISTORY_COLUMNS and epoch_seconds["epoch"].tolist() == [0]
 
     best = load_checkpoint(root / "models" / "best.pt")
     assert best["strategy"] == "linear" and best["backbone"] == "simple_cnn"
@@ -100,6 +106,7 @@ def test_exp_show_lists_the_experiment(project: Project, experiment: object) -> 
     full = [rev for rev in runs if _strategy(rev) == "full"]
     assert len(full) == 1, [(rev["name"], _strategy(rev)) for rev in runs]
     assert full[0]["data"]["metrics"]["metrics/train.json"]["data"]["epochs_run"] == 1
+    assert full[0]["data"]["metrics"]["metrics/timings/train.json"]["data"]["train_seconds"] > 0
     listed = project.dvc("exp", "list", "--name-only").stdout.split()
     assert full[0]["name"] in listed
 
@@ -112,10 +119,10 @@ def _modified_in(project: Project, path: str) -> set[str]:
 
 
 def test_editing_a_module_marks_exactly_the_stages_that_import_it(project: Project, experiment: object) -> None:
-    """dvc.yaml deps follow the imports: eval_transform's module -> train, evaluate, report; report.py -> report."""
+    """dvc.yaml deps follow the imports: transforms.py -> train, evaluate, report, export; report.py -> report."""
     project.dvc("repro")  # evaluate and report too, so every stage is in dvc.lock
     assert project.status() == {}
-    for path, expected in (("src/signflow/transforms.py", {"train", "evaluate", "report"}),
+    for path, expected in (("src/signflow/transforms.py", {"train", "evaluate", "report", "export"}),
                            ("src/signflow/report.py", {"report"})):
         module = project.root / path
         original = module.read_text()

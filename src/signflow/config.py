@@ -24,7 +24,9 @@ from typing import Any
 
 import yaml
 
-from signflow.catalog import BACKBONES, STRATEGIES
+# UNKNOWN_NAME, DEVICES and flatten live in catalog (the torch- and yaml-free predict path uses them).
+from signflow.catalog import BACKBONES, DEVICES, STRATEGIES, UNKNOWN_NAME
+from signflow.catalog import flatten as flatten  # re-exported: config.flatten keeps working
 
 # The official training archive, with the URL and md5 torchvision.datasets.GTSRB uses.
 GTSRB_ARCHIVES = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
@@ -39,7 +41,6 @@ WEIGHTS = ("imagenet", "none")
 OPTIMIZERS = ("adamw", "sgd")
 BALANCE_MODES = ("none", "loss", "sampler")
 MONITORS = ("val_accuracy", "val_loss")
-DEVICES = ("auto", "cpu", "cuda")
 AMP_MODES = ("none", "bf16", "fp16")  # torch.autocast dtypes, CUDA only
 SPLIT_NAMES = ("train", "val", "test")
 OFFICIAL_TEST_SPLIT = "official_test"  # a source's own test set (data.gtsrb.official_test), beside the three
@@ -47,7 +48,6 @@ GROUP_BY = ("track", "image")
 # Synthetic renderer bounds: below MIN_SYNTHETIC_SIDE px a sign is a few pixels and
 # the GTSRB margin rule breaks down.
 MIN_SYNTHETIC_SIDE = 8
-UNKNOWN_NAME = "unknown"
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 1024  # image sides (px) a model may be fed
 FRACTION_TOLERANCE = 1e-6
 _EXPONENT_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
@@ -364,6 +364,27 @@ class EvaluateConfig:
         _check_range(f"{prefix}.ece_bins", self.ece_bins, 2)
 
 
+MIN_ONNX_OPSET = 17  # the first opset with LayerNormalization and the ops torch.onnx's dynamo exporter emits
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    opset: int = 18
+    tolerance: float = 1e-4  # largest allowed |p_onnx - p_torch| on the test split
+    quantize: bool = True  # also write an int8 model (onnxruntime static quantisation)
+    calibration_images: int = 256  # training images the int8 activation ranges are calibrated on
+    max_int8_drop: float = 0.5  # test-accuracy points int8 may lose before the stage fails
+    benchmark_images: int = 256  # test images the speed figures are measured on
+    registry_name: str = "signflow"  # MLflow registered model; '' = log the model without registering
+
+    def validate(self, prefix: str) -> None:
+        _check_range(f"{prefix}.opset", self.opset, MIN_ONNX_OPSET)
+        _check_range(f"{prefix}.tolerance", self.tolerance, 1e-12)
+        _check_range(f"{prefix}.max_int8_drop", self.max_int8_drop, 0.0, 100.0)
+        for name in ("calibration_images", "benchmark_images"):
+            _check_range(f"{prefix}.{name}", getattr(self, name), 1)
+
+
 @dataclass(frozen=True)
 class Config:
     strategy: str = "linear"
@@ -373,6 +394,7 @@ class Config:
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    export: ExportConfig = ExportConfig()
 
     def validate(self, prefix: str) -> None:
         check_choice("strategy", self.strategy, STRATEGIES)
@@ -402,15 +424,3 @@ def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
 def load_config(path: Path | str = "params.yaml") -> Config:
     """Read and validate the whole of ``params.yaml`` into a :class:`Config`."""
     return from_mapping(Config, load_params(path))
-
-
-def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Flatten nested dicts to dotted keys (``train.lr``), for MLflow params."""
-    flat: dict[str, Any] = {}
-    for key, value in mapping.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, Mapping):
-            flat.update(flatten(value, name))
-        else:
-            flat[name] = value
-    return flat

@@ -35,7 +35,20 @@ PREDICTIONS = METRICS_DIR / "predictions.csv"
 ROC = METRICS_DIR / "roc.csv"
 RELIABILITY = METRICS_DIR / "reliability.csv"
 CLASSIFICATION_REPORT = METRICS_DIR / "classification_report.txt"
+# Speeds and durations, one file per stage (train.json, export.json...): still metrics (`dvc exp show`),
+# kept apart so a change of machine or load is not a change of results (left out of `signflow pr-report`'s
+# metrics diff, never printed in the report).
+TIMINGS_DIR = METRICS_DIR / "timings"
+TRAIN_TIMINGS = TIMINGS_DIR / "train.json"  # train_seconds, images_per_second
+TRAIN_TIMINGS_HISTORY = TIMINGS_DIR / "train_history.csv"  # epoch, seconds
 
 # report.md and its PNGs, in git (renders on GitHub); the report stage replaces this folder whole, so
 # reports/ beside it keeps what other tools write (results.md of benchmarks/results_table.py, pr.md).
 REPORTS_DIR = Path("reports") / "pipeline"
+
+# export: the shippable model, one folder (model + sidecar belong together; DVC artifact "signflow")
+ONNX_DIR = MODELS_DIR / "onnx"
+ONNX_MODEL = ONNX_DIR / "model.onnx"  # sidecar: model.json beside it (signflow.export.sidecar_path)
+INT8_MODEL = ONNX_DIR / "model.int8.onnx"
+EXPORT_METRICS = METRICS_DIR / "export.json"
+EXPORT_TIMINGS = TIMINGS_DIR / "export.json"  # onnxruntime, int8 and PyTorch images/s

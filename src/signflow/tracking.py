@@ -28,6 +28,7 @@ EXPERIMENT = "signflow"
 STORE_FILE = "mlflow.db"
 # Fail fast instead of MLflow's default minutes of retries against a dead server.
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+MODEL_ARTIFACT = "onnx-model"  # the logged MLflow model's name within its run
 RELOG_HINT = "re-log this run later with `signflow log-run` once the tracking server is reachable"
 
 
@@ -100,6 +101,37 @@ class Tracker:
         elif path.exists():
             self._call("log_artifact", mlflow.log_artifact, str(path), artifact_path)
 
+    def log_onnx_model(
+        self, model_path: Path, example_input: Any, example_output: Any, *, registry_name: str,
+        metadata: Mapping[str, Any], version_tags: Mapping[str, str],
+    ) -> str | None:
+        """Log ``model_path`` as an MLflow ONNX model (no pickles) and register it; returns the version.
+
+        The signature and input example come from real arrays, so ``mlflow
+        models serve`` validates requests against them. With an empty
+        ``registry_name`` the model is logged but not registered (returns None).
+        """
+
+        def _log() -> str | None:
+            import mlflow.onnx
+            import onnx
+            from mlflow.models import infer_signature
+
+            info = mlflow.onnx.log_model(
+                onnx.load(str(model_path)), name=MODEL_ARTIFACT,
+                signature=infer_signature(example_input, example_output), input_example=example_input,
+                registered_model_name=registry_name or None, metadata=dict(metadata),
+                save_as_external_data=False, onnx_execution_providers=["CPUExecutionProvider"],
+            )
+            version = info.registered_model_version
+            if version is not None:
+                client = mlflow.MlflowClient()
+                for key, value in version_tags.items():
+                    client.set_model_version_tag(registry_name, str(version), key, value)
+            return None if version is None else str(version)
+
+        return self._call("log_model", _log)
+
     def end(self, status: str = "FINISHED") -> None:
         import mlflow
 
@@ -154,7 +186,7 @@ class RunFiles:
 
     params: Path
     history: Path
-    summaries: tuple[Path, ...]  # flat JSON metrics files (train, evaluate)
+    summaries: tuple[Path, ...]  # flat JSON metrics files (train, evaluate, export, their timings); absent: skipped
     model: Path
     reports: Path
     run_file: Path  # where the new run id is recorded for later stages

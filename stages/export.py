@@ -1,0 +1,52 @@
+"""DVC stage `export`: models/onnx/ (ONNX + sidecar, int8 optionally), verified against PyTorch, logged to MLflow."""
+
+import json
+import logging
+import os
+
+from signflow import paths
+from signflow.config import load_config
+from signflow.data.arrays import load_split
+from signflow.data.manifest import ROLE_HELDOUT
+from signflow.export import ExportPaths, export_verified
+from signflow.inference import load_model
+from signflow.io import write_json
+from signflow.logs import setup_logging
+from signflow.predictor import load_predictor
+from signflow.runtime import configure_runtime
+from signflow.tracking import git_commit, tracked_run
+
+# Key the evaluate stage writes its validation-chosen open-set threshold under.
+THRESHOLD_KEY = "openset.threshold"
+
+
+def main() -> None:
+    setup_logging()
+    cfg = load_config(paths.PARAMS)
+    configure_runtime(cfg.train)  # seed and threads; export runs on the CPU, where the model will be deployed
+    loaded = load_model(paths.BEST_MODEL, "cpu")
+    test, test_images = load_split(paths.DATASET_DIR, "test")
+    _, train_images = load_split(paths.DATASET_DIR, "train")
+    threshold = float(json.loads(paths.EVALUATE_METRICS.read_text()).get(THRESHOLD_KEY, 0.0))
+    labels = test["label_idx"].where(test["role"] != ROLE_HELDOUT, -1).to_numpy()
+    result = export_verified(
+        loaded, cfg.export, ExportPaths(paths.ONNX_MODEL, paths.INT8_MODEL, paths.BEST_MODEL),
+        test_images=test_images, test_labels=labels, train_images=train_images, threshold=threshold,
+        batch_size=cfg.evaluate.batch_size,
+    )
+    write_json(paths.EXPORT_METRICS, result.metrics)
+    write_json(paths.EXPORT_TIMINGS, result.timings)
+    with tracked_run(paths.RUN_FILE, "export", {}, reuse=True) as tracker:
+        tracker.log_metrics({**result.metrics, **result.timings})
+        example = test_images[:2]  # two images: the signature's batch axis is then variable
+        version = tracker.log_onnx_model(
+            paths.ONNX_MODEL, example, load_predictor(paths.ONNX_MODEL).predict_images(example),
+            registry_name=cfg.export.registry_name, metadata=result.sidecar,
+            version_tags={"dvc_experiment": os.environ.get("DVC_EXP_NAME", "workspace"), "git_commit": git_commit()},
+        )
+    if version:
+        logging.getLogger("export").info("registered %s version %s", cfg.export.registry_name, version)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""End to end: `dvc repro export` on the tiny project, then the registered model through MLflow.
+
+A real sqlite tracking store, the real ``models:/`` URI and a real
+``mlflow models serve`` process on loopback: each must give the same classes
+as ``signflow predict`` on the same image files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import cv2
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+from signflow.data.arrays import load_split
+
+from project_copy import Project
+from tiny_project import tiny_copy
+
+pytestmark = pytest.mark.slow
+
+LOOPBACK = "127.0.0.1"
+REGISTRY_NAME = "signflow"
+N_IMAGES = 6
+SERVE_TIMEOUT_S = 180.0
+EXPERIMENT_NAME = "exp-registry"
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
+    proj = tiny_copy(repo_root, tmp_path_factory.mktemp("registry"))
+    proj.run("git", "add", "-A")
+    proj.run("git", "commit", "-q", "-m", "tiny project")  # the registered version is tagged with this commit
+    proj.dvc("repro", "export")
+    return proj
+
+
+@pytest.fixture(scope="module")
+def images(project: Project, tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Path], np.ndarray]:
+    """Test-split images as PNG files (lossless: the files decode to exactly these arrays)."""
+    _, arrays = load_split(project.root / "data" / "dataset", "test")
+    arrays = np.asarray(arrays[:N_IMAGES])
+    folder = tmp_path_factory.mktemp("images")
+    files = []
+    for index, image in enumerate(arrays):
+        path = folder / f"sign {index}.png"
+        cv2.imwrite(str(path), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        files.append(path)
+    return files, arrays
+
+
+def _predicted_by_cli(project: Project, files: list[Path], model: str) -> list[str]:
+    out = project.run("python", "-m", "signflow", "predict", "--json", "--threshold", "0", "--model", model,
+                      *map(str, files))
+    return [record["prediction"] for record in json.loads(out.stdout)]
+
+
+def _class_names(project: Project) -> list[str]:
+    return json.loads((project.root / "models" / "onnx" / "model.json").read_text())["class_names"]
+
+
+def test_export_stage_verifies_and_registers_the_model(project: Project) -> None:
+    metrics = json.loads((project.root / "metrics" / "export.json").read_text())
+    assert metrics["onnx.mismatched_predictions"] == 0 and metrics["onnx.max_prob_diff"] < 1e-4
+    assert {p.name for p in (project.root / "models" / "onnx").iterdir()} == {
+        "model.onnx", "model.json", "model.int8.onnx", "model.int8.json"}
+    timings = json.loads((project.root / "metrics" / "timings" / "export.json").read_text())
+    assert timings["onnx.images_per_second"] > 0
+    client = MlflowClient(tracking_uri=project.env["MLFLOW_TRACKING_URI"])
+    version = client.get_model_version(REGISTRY_NAME, "1")
+    head = project.run("git", "rev-parse", "HEAD").stdout.strip()
+    assert version.tags == {"dvc_experiment": "workspace", "git_commit": head}
+    run_id = json.loads((project.root / "models" / "run.json").read_text())["run_id"]
+    assert version.run_id == run_id  # the train stage's run: params, metrics and model in one place
+
+
+def test_registry_model_predicts_like_signflow_predict(project: Project, images: tuple[list[Path], np.ndarray]) -> None:
+    files, arrays = images
+    mlflow.set_tracking_uri(project.env["MLFLOW_TRACKING_URI"])
+    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/1")
+    probabilities = model.predict(arrays)["probabilities"]
+    names = _class_names(project)
+    from_registry = [names[i] for i in np.asarray(probabilities).argmax(1)]
+    assert from_registry == _predicted_by_cli(project, files, "models/best.pt")
+    assert from_registry == _predicted_by_cli(project, files, "models/onnx/model.onnx")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture
+def served_model(project: Project) -> Iterator[str]:
+    """``mlflow models serve`` of version 1 on a free loopback port; its base URL."""
+    port = _free_port()
+    url = f"http://{LOOPBACK}:{port}"
+    proc = subprocess.Popen(
+        ["mlflow", "models", "serve", "-m", f"models:/{REGISTRY_NAME}/1", "--env-manager", "local",
+         "--host", LOOPBACK, "--port", str(port), "--workers", "1"],
+        cwd=project.root, env=project.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        _wait_for(f"{url}/ping", proc)
+        yield url
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)  # the group: mlflow and its uvicorn worker
+        proc.wait()
+
+
+def _wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + SERVE_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"mlflow models serve exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"mlflow models serve did not answer on {url} within {SERVE_TIMEOUT_S:.0f} s")
+
+
+def test_served_model_answers_a_post_of_two_images_with_the_same_classes(
+    project: Project, images: tuple[list[Path], np.ndarray], served_model: str
+) -> None:
+    files, arrays = images
+    body = json.dumps({"inputs": arrays[:2].tolist()}).encode()
+    request = urllib.request.Request(f"{served_model}/invocations", data=body,
+                                     headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        answer = json.loads(response.read())
+    probabilities = np.array(answer["predictions"]["probabilities"])
+    assert probabilities.shape == (2, len(_class_names(project)))
+    names = _class_names(project)
+    assert [names[i] for i in probabilities.argmax(1)] == _predicted_by_cli(project, files[:2], "models/best.pt")
+
+
+def test_dvc_experiment_registers_a_new_version_tagged_with_its_name(project: Project) -> None:
+    project.run("git", "add", "-A")
+    project.run("git", "commit", "-q", "-m", "with dvc.lock")
+    run = project.dvc("exp", "run", "-n", EXPERIMENT_NAME, "-S", "export.calibration_images=17", "export")
+    assert "Running stage 'export'" in run.stdout and "Running stage 'train'" not in run.stdout
+    client = MlflowClient(tracking_uri=project.env["MLFLOW_TRACKING_URI"])
+    latest = max(client.search_model_versions(f"name='{REGISTRY_NAME}'"), key=lambda v: int(v.version))
+    assert int(latest.version) == 2 and latest.tags["dvc_experiment"] == EXPERIMENT_NAME
