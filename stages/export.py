@@ -1,6 +1,5 @@
 """DVC stage `export`: models/onnx/ (ONNX + sidecar, int8 optionally), verified against PyTorch, logged to MLflow."""
 
-import json
 import logging
 import os
 
@@ -12,12 +11,10 @@ from signflow.export import ExportPaths, export_verified
 from signflow.inference import load_model
 from signflow.io import write_json
 from signflow.logs import setup_logging
+from signflow.predict import AUTO, resolve_threshold
 from signflow.predictor import load_predictor
 from signflow.runtime import configure_runtime
 from signflow.tracking import git_commit, tracked_run
-
-# Key the evaluate stage writes its validation-chosen open-set threshold under.
-THRESHOLD_KEY = "openset.threshold"
 
 
 def main() -> None:
@@ -27,7 +24,7 @@ def main() -> None:
     loaded = load_model(paths.BEST_MODEL, "cpu")
     test, test_images = load_split(paths.DATASET_DIR, "test")
     _, train_images = load_split(paths.DATASET_DIR, "train")
-    threshold = float(json.loads(paths.EVALUATE_METRICS.read_text()).get(THRESHOLD_KEY, 0.0))
+    threshold = resolve_threshold(AUTO, paths.EVALUATE_METRICS)  # the evaluate stage's, carried in the sidecar
     labels = test["label_idx"].where(test["role"] != ROLE_HELDOUT, -1).to_numpy()
     result = export_verified(
         loaded, cfg.export, ExportPaths(paths.ONNX_MODEL, paths.INT8_MODEL, paths.BEST_MODEL),
