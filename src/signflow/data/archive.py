@@ -2,9 +2,10 @@
 
 A dataset archive comes from the network or a mirror, so every member is checked
 before a single byte is written: no absolute paths, no ``..``, no Windows drive
-or backslash names, no symlinks, and bounded member count and total size (zip
-bombs). Extraction goes to a temporary directory beside ``dest`` that is renamed
-into place at the end, so ``dest`` is never half-extracted.
+or backslash names, no symlinks, no two members writing the same path, and
+bounded member count, total size and compression ratio (zip bombs). Extraction
+goes to a temporary directory beside ``dest`` that is renamed into place at the
+end, so ``dest`` is never half-extracted.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_MAX_MEMBERS = 200_000  # the official GTSRB training zip has about 39k
 DEFAULT_MAX_TOTAL_BYTES = 8 << 30  # 8 GiB uncompressed; GTSRB is well under 2
+# Deflate tops out near 1032:1 on constant bytes; GTSRB's PPM photos compress about 1.5:1, so a member
+# inflating more than 100x is a bomb, not a photo. Members below RATIO_MIN_BYTES are too small to matter.
+DEFAULT_MAX_RATIO = 100
+RATIO_MIN_BYTES = 1 << 20
 COPY_CHUNK_SIZE = 1 << 20
 # The high 16 bits of a zip entry's external_attr hold the Unix st_mode.
 UNIX_MODE_SHIFT = 16
@@ -40,6 +45,7 @@ def safe_extract_zip(
     *,
     max_members: int = DEFAULT_MAX_MEMBERS,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    max_ratio: int = DEFAULT_MAX_RATIO,
 ) -> list[Path]:
     """Extract ``archive`` into ``dest`` (replacing it) and return the files written.
 
@@ -49,7 +55,8 @@ def safe_extract_zip(
     archive, dest = Path(archive), Path(dest)
     with _open_zip(archive) as zf:
         members = zf.infolist()
-        check_members(members, archive, max_members=max_members, max_total_bytes=max_total_bytes)
+        check_members(members, archive, max_members=max_members, max_total_bytes=max_total_bytes,
+                      max_ratio=max_ratio)
         with atomic_path(dest) as tmp:
             tmp.mkdir()
             written = _extract_all(zf, members, archive, tmp)
@@ -63,12 +70,14 @@ def check_members(
     *,
     max_members: int = DEFAULT_MAX_MEMBERS,
     max_total_bytes: int = DEFAULT_MAX_TOTAL_BYTES,
+    max_ratio: int = DEFAULT_MAX_RATIO,
 ) -> None:
     """Raise ``UnsafeArchiveError`` unless every member and the totals are safe."""
     if len(members) > max_members:
         raise UnsafeArchiveError(f"{archive} has {len(members)} members, more than the limit of {max_members}")
+    kinds: dict[PurePosixPath, str] = {}  # normalised path -> file, dir or parent (see _clash_problem)
     for info in members:
-        problem = _member_problem(info)
+        problem = _member_problem(info) or _ratio_problem(info, max_ratio) or _clash_problem(info, kinds)
         if problem:
             raise UnsafeArchiveError(f"{archive}: refusing member {info.filename!r}: {problem}")
     # ZipExtFile stops at the declared file_size, so the declared sum bounds what is written.
@@ -99,6 +108,32 @@ def _member_problem(info: zipfile.ZipInfo) -> str | None:
         return "'..' in path"
     if stat.S_ISLNK(info.external_attr >> UNIX_MODE_SHIFT):
         return "symbolic link"
+    return None
+
+
+def _ratio_problem(info: zipfile.ZipInfo, max_ratio: int) -> str | None:
+    if info.file_size >= RATIO_MIN_BYTES and info.file_size > max_ratio * max(info.compress_size, 1):
+        return (f"expands {info.compress_size} bytes to {info.file_size}, a ratio above the limit of "
+                f"{max_ratio} (zip bomb?)")
+    return None
+
+
+def _clash_problem(info: zipfile.ZipInfo, kinds: dict[PurePosixPath, str]) -> str | None:
+    """Two members for one path (one would silently overwrite the other), or a path both a file and a folder.
+
+    Records the member's normalised path ("file" or "dir") and its folders ("parent") in ``kinds``.
+    """
+    path, kind = PurePosixPath(info.filename), "dir" if info.is_dir() else "file"  # drops "." parts and "//"
+    previous = kinds.get(path)
+    if previous == kind:
+        return "duplicate entry name (another member has the same path)"
+    if previous is not None and (kind == "file" or previous == "file"):
+        return "the same path is both a file and a folder in the archive"
+    for parent in path.parents:
+        if kinds.get(parent) == "file":
+            return f"its folder {str(parent)!r} is also a file in the archive"
+        kinds.setdefault(parent, "parent")
+    kinds[path] = kind
     return None
 
 

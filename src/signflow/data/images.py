@@ -2,8 +2,10 @@
 
 Headers are read before pixels, so an absurd size (a decompression bomb) is
 refused without allocating it; a full decode then catches truncated files,
-which OpenCV would silently return half grey. An image is a loose file or a
-member of a raw dataset's zip shard (:class:`ImageRef`); both decode the same way.
+which OpenCV would silently return half grey. Whatever the file's mode (grey,
+16-bit, palette, RGBA, CMYK, an animated GIF's first frame) and EXIF orientation,
+the result is upright RGB uint8. An image is a loose file or a member of a raw
+dataset's zip shard (:class:`ImageRef`); both decode the same way.
 """
 
 from __future__ import annotations
@@ -15,11 +17,11 @@ import os
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NamedTuple, Union
+from typing import NamedTuple
 
 import cv2
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,11 @@ class ImageLimits:
 
 DEFAULT_LIMITS = ImageLimits()  # frozen: safe to share as a default argument
 # File suffixes taken as images when a folder is searched (data sources, `signflow predict DIR`).
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".ppm", ".bmp", ".webp", ".tif", ".tiff", ".gif"})
+# Pillow modes holding more than 8 bits per pixel in one integer channel (16-bit grey PNG, PGM, TIFF).
+# Pillow's own convert("RGB") clips them at 255, which turns a 16-bit image almost white.
+WIDE_INTEGER_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
+WIDE_TO_8_BITS = 8  # right shift from the 16-bit range to 0-255
 # Open shards kept per process: more than GTSRB's 43 classes, so a decode pass never reopens one.
 OPEN_SHARDS = 64
 
@@ -48,7 +54,7 @@ class ImageRef(NamedTuple):
     member: str = ""
 
 
-ImageSource = Union[Path, str, ImageRef]
+ImageSource = Path | str | ImageRef
 
 
 def image_ref(root: Path, path: str, shard: str = "") -> ImageRef:
@@ -95,7 +101,9 @@ def _open_checked(source: ImageSource, limits: ImageLimits) -> Image.Image:
         image = Image.open(opened)
     except UnidentifiedImageError as err:
         raise BadImageError("not an image") from err
-    except (OSError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError as err:  # Pillow's pixel cap, checked on the header: nothing decoded yet
+        raise BadImageError(f"refused before decoding (decompression bomb?): {err}") from err
+    except OSError as err:
         raise BadImageError(f"unreadable: {err}") from err
     width, height = image.size
     if min(width, height) < limits.min_side or max(width, height) > limits.max_side:
@@ -114,10 +122,20 @@ def read_rgb(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> np.nd
             # Our own size check above replaces Pillow's pixel cap, so large but
             # allowed images are not refused twice.
             image.load()
-            rgb = np.asarray(image.convert("RGB"))
+            ImageOps.exif_transpose(image, in_place=True)  # a phone photo's pixels stored sideways: stand it up
+            rgb = _to_rgb(image)
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as err:
         raise BadImageError(f"corrupt or truncated: {err}") from err
     return rgb
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    """A decoded image of any mode as an RGB uint8 array (H, W, 3)."""
+    if image.mode in WIDE_INTEGER_MODES:
+        wide = np.asarray(image).astype(np.int64)  # (H, W), up to 16 significant bits
+        grey = np.clip(wide >> WIDE_TO_8_BITS, 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    return np.asarray(image.convert("RGB"))
 
 
 def check_image(source: ImageSource, limits: ImageLimits = DEFAULT_LIMITS) -> str | None:

@@ -13,18 +13,16 @@ from __future__ import annotations
 
 import logging
 import shutil
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Callable, Sequence
 
 import pandas as pd
 from tqdm import tqdm
 
 from signflow.config import DataConfig, check_choice
 from signflow.data.images import ImageLimits, check_job
-from signflow.io import atomic_path
-from signflow.parallel import bounded_map, process_pool, resolve_workers
 from signflow.data.records import (
     INDEX_FILE,
     OFFICIAL_TEST_FILE,
@@ -35,6 +33,8 @@ from signflow.data.records import (
     write_records,
 )
 from signflow.data.shards import pack_shards
+from signflow.io import atomic_path
+from signflow.parallel import bounded_map, process_pool, resolve_workers
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +79,7 @@ def _folder(cfg: DataConfig, staging: Path, cache_dir: Path) -> SourceImages:
 
     # Read in place: the shards become data/raw's self-contained, DVC-versioned snapshot of the folder.
     root = Path(cfg.folder.path).expanduser()
-    return SourceImages(root, read_folder_tree(root, cfg.folder.track_pattern))
+    return SourceImages(root, read_folder_tree(root, cfg.folder.track_pattern, classes=cfg.classes))
 
 
 # The one list of data.source names. Only this stage reads data.source, so it is
@@ -103,9 +103,9 @@ def validate_images(
     with process_pool(workers) as pool:
         checked = bounded_map(pool, check_job, jobs, chunksize=VALIDATE_CHUNK)
         reasons = list(tqdm(checked, total=len(jobs), desc="validate", unit="img", leave=False))
-    good = [r for r, why in zip(records, reasons) if why is None]
+    good = [r for r, why in zip(records, reasons, strict=True) if why is None]
     bad = pd.DataFrame(
-        [(r.path, r.class_id, why) for r, why in zip(records, reasons) if why is not None],
+        [(r.path, r.class_id, why) for r, why in zip(records, reasons, strict=True) if why is not None],
         columns=QUARANTINE_COLUMNS,
     )
     if len(bad):
