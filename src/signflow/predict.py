@@ -15,6 +15,7 @@ import itertools
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -86,14 +87,44 @@ def collect_inputs(paths: Iterable[Path | str]) -> list[Path]:
     seen: set[Path] = set()
     unique = []
     for path in found:
-        key = path.resolve()
+        key = _identity(path)
         if key not in seen:
             seen.add(key)
             unique.append(path)
     return unique
 
 
+def _identity(path: Path) -> Path:
+    """``path`` resolved, for deduplication; a symlink loop (which ``resolve`` refuses) stays as given."""
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: "Symlink loop" before Python 3.13
+        return path.absolute()
+
+
 # ------------------------------------------------------------------ decoding
+
+
+_FILE_KINDS = {stat.S_ISFIFO: "a FIFO", stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device",
+               stat.S_ISSOCK: "a socket"}
+
+
+def _try_decode_file(job: tuple[str, int, ImageLimits]) -> Outcome:
+    """:func:`try_decode`, but a FIFO, device or socket is refused without being opened.
+
+    Opening a FIFO blocks until someone writes to it, and a device may never end.
+    Missing files and directories keep ``try_decode``'s own messages.
+    """
+    try:
+        mode = os.stat(job[0]).st_mode
+    except FileNotFoundError:
+        return try_decode(job)
+    except OSError as err:  # a symlink loop, a name too long
+        return None, f"cannot read: {err.strerror or err}"
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        kind = next((name for test, name in _FILE_KINDS.items() if test(mode)), "a special file")
+        return None, f"not a regular file ({kind})"
+    return try_decode(job)
 
 
 Mapper = Callable[[list[tuple[str, int, ImageLimits]]], Iterator[Outcome]]
@@ -109,10 +140,10 @@ def _decoder(n_files: int, workers: int) -> Iterator[Mapper]:
     """
     workers = resolve_workers(workers)
     if workers == 1 or n_files < POOL_MIN_FILES:
-        yield lambda jobs: map(try_decode, jobs)
+        yield lambda jobs: map(_try_decode_file, jobs)
         return
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield lambda jobs: pool.map(try_decode, jobs)
+        yield lambda jobs: pool.map(_try_decode_file, jobs)
 
 
 def _decode_with(
@@ -324,11 +355,17 @@ def _threshold_from_metrics(metrics_path: Path) -> float:
 # ------------------------------------------------------------------ output
 
 
+def _printable(path: str) -> str:
+    """A path as text any UTF-8 stream accepts: a name that is not UTF-8 shows its bytes as ``\\xNN``."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
 def _table_row(result: Result) -> list[str]:
+    path = _printable(result["path"])
     if "error" in result:
-        return [result["path"], TABLE_FAILED, "-", result["error"]]
+        return [path, TABLE_FAILED, "-", result["error"]]
     top = ", ".join(f"{name} {p:.3f}" for name, p in result["top_k"])
-    return [result["path"], result["prediction"], f"{result['confidence']:.3f}", top]
+    return [path, result["prediction"], f"{result['confidence']:.3f}", top]
 
 
 def format_table(results: Sequence[Result]) -> str:

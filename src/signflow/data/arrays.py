@@ -14,6 +14,7 @@ at 2.4 GB RSS although nothing is held. Every loop over a map therefore calls
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -39,10 +40,11 @@ def release_resident(images: np.ndarray) -> None:
 
 
 def write_split(out_dir: Path, name: str, frame: pd.DataFrame, images: np.ndarray) -> None:
-    with atomic_path(out_dir / f"{name}.npy") as tmp:
-        np.save(tmp, images)
-    with atomic_path(out_dir / f"{name}.csv") as tmp:
-        frame.to_csv(tmp, index=False, columns=MANIFEST_COLUMNS)
+    # Both temporaries are complete before either is renamed: a failed write (a full disk)
+    # leaves the previous pair, never a new array beside the old manifest.
+    with atomic_path(out_dir / f"{name}.npy") as tmp_npy, atomic_path(out_dir / f"{name}.csv") as tmp_csv:
+        np.save(tmp_npy, images)
+        frame.to_csv(tmp_csv, index=False, columns=MANIFEST_COLUMNS)
 
 
 def write_split_streamed(
@@ -55,13 +57,25 @@ def write_split_streamed(
     writes for the same images (same header, same layout).
     """
     shape = (len(frame), int(size), int(size), 3)  # plain ints: the header is their repr
-    with atomic_path(out_dir / f"{name}.npy") as tmp:
-        images = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+    with atomic_path(out_dir / f"{name}.npy") as tmp_npy, atomic_path(out_dir / f"{name}.csv") as tmp_csv:
+        images = open_memmap(tmp_npy, mode="w+", dtype=np.uint8, shape=shape)
+        _allocate(tmp_npy)
         fill(images)
         images.flush()
         del images  # unmapped before the rename
-    with atomic_path(out_dir / f"{name}.csv") as tmp:
-        frame.to_csv(tmp, index=False, columns=MANIFEST_COLUMNS)
+        frame.to_csv(tmp_csv, index=False, columns=MANIFEST_COLUMNS)
+
+
+def _allocate(path: Path) -> None:
+    """Reserve the disk blocks of the sparse file ``open_memmap`` made.
+
+    A full disk then fails here with OSError (ENOSPC) instead of killing the process
+    with SIGBUS when ``fill`` first touches a page that has no block behind it.
+    """
+    if not hasattr(os, "posix_fallocate"):  # macOS, Windows: the write itself reports it
+        return
+    with open(path, "r+b") as fh:
+        os.posix_fallocate(fh.fileno(), 0, os.fstat(fh.fileno()).st_size)
 
 
 def load_split(dataset_dir: Path, name: str, mmap: bool = True) -> tuple[pd.DataFrame, np.ndarray]:

@@ -3,7 +3,13 @@
 Datasets are large and networks flaky, so HTTP downloads stream into a ``.part``
 file beside the destination and resume from it with a ``Range`` request; the
 final rename happens only after the md5 matches, so ``dest`` is either absent or
-verified. Local sources exist for mirrors and air-gapped sites, where the
+verified. A resume also sends ``If-Range`` with the validator (strong ETag, else
+Last-Modified) of the response the part began with, kept in ``<dest>.part.validator``:
+if the server's file changed in between, the server answers with the whole new
+file and the download restarts from zero instead of splicing two versions
+(which an empty md5, allowed for own mirrors, could not catch). Nothing is
+retried within a run: a failed download stops the stage, and the next run resumes.
+Local sources exist for mirrors and air-gapped sites, where the
 dataset URL (``data.gtsrb.url``) points at a copy on disk.
 """
 
@@ -27,8 +33,10 @@ from signflow.io import atomic_path
 log = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_SIZE = 1 << 20  # 1 MiB: few syscalls, small memory
-DEFAULT_TIMEOUT = 60.0  # seconds without data before a socket read gives up
+DEFAULT_TIMEOUT = 60.0  # seconds without data (connecting, headers or body) before the download gives up
 PART_SUFFIX = ".part"
+VALIDATOR_SUFFIX = ".validator"  # beside the part: the ETag / Last-Modified the part's bytes came with
+WEAK_ETAG_PREFIX = "W/"  # weak ETags may not be used in If-Range (RFC 9110 13.1.5)
 HTTP_SCHEMES = ("http", "https")
 FILE_SCHEME = "file"
 USER_AGENT = "signflow-downloader"  # some servers refuse urllib's default agent
@@ -153,44 +161,87 @@ def _fetch_http(url: str, dest: Path, md5: str | None, chunk_size: int, timeout:
     complete = _download_to_part(url, part, chunk_size, timeout)
     if not complete:
         log.info("server reports %s already complete; verifying", part)
-    _verify(part, md5, url, delete_on_mismatch=True)
+    try:
+        _verify(part, md5, url, delete_on_mismatch=True)
+    finally:
+        if not part.exists():
+            _validator_path(part).unlink(missing_ok=True)
     os.replace(part, dest)
+    _validator_path(part).unlink(missing_ok=True)
     log.info("downloaded %s to %s", url, dest)
+
+
+def _validator_path(part: Path) -> Path:
+    return part.with_name(part.name + VALIDATOR_SUFFIX)
+
+
+def _read_validator(part: Path) -> str | None:
+    """The validator the part's first bytes came with, or None (no part, or the server sent none)."""
+    try:
+        return _validator_path(part).read_text().strip() or None
+    except OSError:
+        return None
+
+
+def _write_validator(part: Path, response: http.client.HTTPResponse) -> None:
+    """Remember the response's validator for the next resume's If-Range (or forget a stale one)."""
+    etag = response.headers.get("ETag")
+    validator = etag if etag and not etag.startswith(WEAK_ETAG_PREFIX) else response.headers.get("Last-Modified")
+    if validator:
+        _validator_path(part).write_text(validator + "\n")
+    else:
+        _validator_path(part).unlink(missing_ok=True)
+
+
+def _discard_part(part: Path) -> None:
+    part.unlink(missing_ok=True)
+    _validator_path(part).unlink(missing_ok=True)
 
 
 def _download_to_part(url: str, part: Path, chunk_size: int, timeout: float) -> bool:
     """Stream ``url`` into ``part``, resuming; False if the part was already whole."""
     offset = part.stat().st_size if part.exists() else 0
+    validator = _read_validator(part) if offset else None
     try:
-        response = _open(url, offset, timeout)
+        response = _open(url, offset, timeout, validator)
     except HTTPError as err:
         if err.code != HTTP_RANGE_NOT_SATISFIABLE or offset == 0:
             raise DownloadError(f"{url} answered HTTP {err.code} {err.reason}. {MIRROR_HINT}") from err
         if _range_total(err.headers.get("Content-Range")) == offset:
             return False  # the previous run got every byte but stopped before renaming
         log.warning("%s does not match the server's file (HTTP 416); restarting from zero", part)
-        part.unlink()
+        _discard_part(part)
         return _download_to_part(url, part, chunk_size, timeout)
     with response:
-        start, total = _resume_point(response, offset, url)
+        start, total = _resume_point(response, offset, url, validator)
+        if not start:
+            _write_validator(part, response)
         mode = "ab" if start else "wb"
         try:
             with open(part, mode) as dst:
                 _stream(response, dst, chunk_size, _progress(part.name, total, start))
+        except TimeoutError as err:
+            raise _interrupted(url, part, _silent(timeout)) from err
         except (OSError, http.client.HTTPException) as err:
             raise _interrupted(url, part, err) from err
     received = part.stat().st_size
     if total is not None and received != total:
         if received > total:
-            part.unlink()
+            _discard_part(part)
         raise _interrupted(url, part, f"got {received} of {total} bytes")
     return True
 
 
-def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
+def _silent(timeout: float) -> str:
+    return f"timed out: no data for {timeout:g} s"
+
+
+def _open(url: str, offset: int, timeout: float, validator: str | None = None) -> http.client.HTTPResponse:
     headers = {"User-Agent": USER_AGENT}
     if offset:
         headers["Range"] = f"bytes={offset}-"
+        if validator:
+            headers["If-Range"] = validator  # changed since the part began: the server sends it whole
         log.info("resuming %s from byte %d", url, offset)
     try:
         return urlopen(Request(url, headers=headers), timeout=timeout)  # noqa: S310 (scheme checked)
@@ -198,10 +249,14 @@ def _open(url: str, offset: int, timeout: float) -> http.client.HTTPResponse:
         raise
     except (URLError, OSError, http.client.HTTPException) as err:
         reason = getattr(err, "reason", err)
+        if isinstance(reason, TimeoutError):
+            raise DownloadError(f"{url} did not answer ({_silent(timeout)}). {MIRROR_HINT}") from err
         raise DownloadError(f"{url} could not be reached ({reason}). {MIRROR_HINT}") from err
 
 
-def _resume_point(response: http.client.HTTPResponse, offset: int, url: str) -> tuple[int, int | None]:
+def _resume_point(
+    response: http.client.HTTPResponse, offset: int, url: str, validator: str | None = None
+) -> tuple[int, int | None]:
     """Where this response's body starts in the file, and the file's total size."""
     length = response.headers.get("Content-Length")
     if response.status == HTTP_PARTIAL:
@@ -212,7 +267,10 @@ def _resume_point(response: http.client.HTTPResponse, offset: int, url: str) -> 
         raise DownloadError(f"{url} answered a resume from byte {offset} with Content-Range {content_range!r}")
     if response.status != HTTP_OK:
         raise DownloadError(f"{url} answered HTTP {response.status}. {MIRROR_HINT}")
-    if offset:
+    if offset and validator:
+        log.warning("%s changed on the server since the partial download (or ignores Range); "
+                    "restarting from zero", url)
+    elif offset:
         log.warning("%s ignored the Range request; restarting from zero", url)
     return 0, int(length) if length is not None else None
 
