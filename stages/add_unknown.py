@@ -9,7 +9,7 @@ from signflow.data.records import INDEX_FILE, OFFICIAL_TEST_FILE, read_quarantin
 from signflow.data.summary import describe, summarize
 from signflow.data.unknown import build_dataset
 from signflow.io import write_json
-from signflow.logs import setup_logging
+from signflow.logs import run_stage, setup_logging
 
 
 def main() -> None:
@@ -28,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -3,7 +3,7 @@
 from signflow import paths
 from signflow.config import load_config
 from signflow.data.raw import materialise
-from signflow.logs import setup_logging
+from signflow.logs import run_stage, setup_logging
 
 
 def main() -> None:
@@ -14,4 +14,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -8,7 +8,7 @@ from signflow.data.arrays import load_split
 from signflow.evaluation import evaluate, score_split
 from signflow.inference import load_model
 from signflow.io import atomic_path, write_json, write_text
-from signflow.logs import setup_logging
+from signflow.logs import run_stage, setup_logging
 from signflow.runtime import configure_runtime
 from signflow.tracking import tracked_run
 
@@ -16,7 +16,7 @@ from signflow.tracking import tracked_run
 def main() -> None:
     setup_logging()
     cfg = load_config(paths.PARAMS)
-    loaded = load_model(paths.BEST_MODEL, configure_runtime(cfg.train))
+    loaded = load_model(paths.BEST_MODEL, configure_runtime(cfg.train), expect=cfg)
     val, test = (score_split(loaded, *load_split(paths.DATASET_DIR, name), cfg.evaluate.batch_size)
                  for name in ("val", "test"))
     official = None
@@ -38,4 +38,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -9,7 +9,7 @@ from signflow.data.arrays import load_split
 from signflow.export import ExportPaths, export_verified
 from signflow.inference import load_model
 from signflow.io import write_json
-from signflow.logs import setup_logging
+from signflow.logs import run_stage, setup_logging
 from signflow.predict import AUTO, resolve_threshold
 from signflow.predictor import load_predictor
 from signflow.runtime import configure_runtime
@@ -20,7 +20,7 @@ def main() -> None:
     setup_logging()
     cfg = load_config(paths.PARAMS)
     configure_runtime(cfg.train)  # seed and threads; export runs on the CPU, where the model will be deployed
-    loaded = load_model(paths.BEST_MODEL, "cpu")
+    loaded = load_model(paths.BEST_MODEL, "cpu", expect=cfg)
     test, test_images = load_split(paths.DATASET_DIR, "test")
     _, train_images = load_split(paths.DATASET_DIR, "train")
     threshold = resolve_threshold(AUTO, paths.EVALUATE_METRICS)  # the evaluate stage's, carried in the sidecar
@@ -45,4 +45,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

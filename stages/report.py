@@ -5,7 +5,7 @@ import logging
 from signflow import paths
 from signflow.config import load_config, load_params
 from signflow.inference import load_model
-from signflow.logs import setup_logging
+from signflow.logs import run_stage, setup_logging
 from signflow.report import ReportPaths, build_report, load_report_inputs
 from signflow.tracking import tracked_run
 
@@ -19,8 +19,8 @@ INPUTS = ReportPaths(
 
 def main() -> None:
     setup_logging()
-    load_config(paths.PARAMS)  # validate; the report shows the file's values as written
-    inputs = load_report_inputs(INPUTS, load_params(paths.PARAMS), load_model(paths.BEST_MODEL))
+    cfg = load_config(paths.PARAMS)  # validate; the report shows the file's values as written
+    inputs = load_report_inputs(INPUTS, load_params(paths.PARAMS), load_model(paths.BEST_MODEL, expect=cfg))
     report = build_report(inputs, paths.REPORTS_DIR)
     with tracked_run(paths.RUN_FILE, "report", {}, reuse=True) as tracker:
         tracker.log_artifact(paths.REPORTS_DIR, "report")
@@ -28,4 +28,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

@@ -5,7 +5,7 @@ from signflow.config import load_config
 from signflow.data.records import INDEX_FILE, read_records
 from signflow.data.split import split_targets
 from signflow.io import atomic_path
-from signflow.logs import setup_logging
+from signflow.logs import run_stage, setup_logging
 
 
 def main() -> None:
@@ -20,4 +20,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_stage(main)

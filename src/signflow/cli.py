@@ -1,7 +1,8 @@
 """The ``signflow`` command line: one registry of subcommands, each (help, add_arguments, handler).
 
 Exit codes: 0 all fine, 1 some input files failed (the rest still ran),
-2 usage errors or a model that is refused. Each command's code is named, not
+2 usage errors, a model that is refused or another error the user can fix
+(one line, ``signflow: error: ...``; see ``signflow.logs.USER_ERRORS``). Each command's code is named, not
 imported ("module:function"): only the module of the command being run is
 imported, and only its arguments are added, so ``signflow --help`` imports no
 command module and ``signflow predict --backend onnx`` nothing heavy (no torch,
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from signflow import paths
 from signflow.catalog import DEVICES
-from signflow.logs import setup_logging
+from signflow.logs import EXIT_USER_ERROR, error_line, report_user_errors, setup_logging
 
 if TYPE_CHECKING:
     from signflow.predictor import Predictor
@@ -31,7 +32,7 @@ log = logging.getLogger(__name__)
 
 EXIT_OK = 0
 EXIT_FILES_FAILED = 1
-EXIT_USAGE = 2
+EXIT_USAGE = EXIT_USER_ERROR
 
 # --model's default per backend.
 DEFAULT_MODELS = {"torch": paths.BEST_MODEL, "onnx": paths.ONNX_MODEL}
@@ -68,8 +69,7 @@ def _int_at_least(low: int) -> Callable[[str], int]:
 
 def _fail(message: str) -> int:
     """A one-line error on stderr (no traceback): for refused checkpoints and bad values."""
-    one_line = " ".join(message.split())  # torch's messages span several lines
-    print(f"signflow: error: {one_line}", file=sys.stderr)
+    print(error_line(message), file=sys.stderr)
     return EXIT_USAGE
 
 
@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
     setup_logging()
-    return resolve(args.handler)(args)
+    return report_user_errors(lambda: resolve(args.handler)(args))
 
 
 if __name__ == "__main__":

@@ -94,6 +94,9 @@ def _coerce(key: str, value: Any, annotation: Any) -> Any:
     if origin is dict or annotation is dict:
         if not isinstance(value, Mapping):
             _fail(key, value, "a mapping")
+        for k, v in value.items():
+            if v is None or isinstance(v, (Mapping, list)):
+                _fail(f"{key}.{k}", v, "a name (a string)")
         return {str(k): str(v) for k, v in value.items()}
     if annotation is bool:
         if not isinstance(value, bool):
@@ -413,11 +416,57 @@ class Config:
         return dataclasses.asdict(self)
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses a key given twice in one mapping (PyYAML silently keeps the last)."""
+
+
+class _DuplicateKeyError(yaml.constructor.ConstructorError):
+    """A mapping gives one key twice; ``problem`` says which and where."""
+
+
+def _construct_unique_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *anchor` keys are overridden on purpose
+            continue
+        key = loader.construct_object(key_node, deep=True)
+        line = key_node.start_mark.line + 1
+        try:
+            if key in seen:
+                raise _DuplicateKeyError(
+                    None, None, f"key {key!r} is given twice (first on line {seen[key]}); keep one",
+                    key_node.start_mark,
+                )
+            seen[key] = line
+        except TypeError:  # an unhashable key: the base constructor reports it
+            break
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
-    with open(path) as fh:
-        params = yaml.safe_load(fh) or {}
+    """The raw mapping in ``path``; ConfigError for a file that is unreadable, not YAML, empty or not a mapping."""
+    try:
+        with open(path) as fh:
+            params = yaml.load(fh, Loader=_StrictLoader)  # a SafeLoader: plain data only
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read it ({err.strerror}); run from the project root") from err
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f", line {mark.line + 1}" if mark else ""
+        advice = "" if isinstance(err, _DuplicateKeyError) else "; fix the YAML syntax there"
+        raise ConfigError(f"{path}{where}: {err.problem or err.context}{advice}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err}); fix the YAML") from err
+    if params is None:  # an empty file (or comments only): not "all defaults", a lost file
+        raise ConfigError(f"{path} is empty; it must hold the pipeline's settings (restore it from git)")
     if not isinstance(params, Mapping):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(params).__name__}")
+        raise ConfigError(
+            f"{path}: expected a mapping of keys (strategy, data, train, ...) at the top level, "
+            f"got {type(params).__name__}"
+        )
     return dict(params)
 
 

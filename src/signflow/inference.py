@@ -4,16 +4,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from signflow.calibration import softmax
-from signflow.checkpoint import load_checkpoint
+from signflow.checkpoint import RETRAIN, CheckpointError, check_compatible, load_checkpoint
 from signflow.data.arrays import release_resident
 from signflow.models import FeatureSpec, SignModel, create_model
 from signflow.openset import unknown_index
 from signflow.transforms import Normalization, eval_transform
+
+if TYPE_CHECKING:
+    from signflow.config import Config
 
 
 @dataclass(frozen=True)
@@ -32,12 +36,23 @@ class LoadedModel:
         return unknown_index(self.class_names)
 
 
-def load_model(path: Path | str, device: str | torch.device = "cpu") -> LoadedModel:
-    """Rebuild the model from a checkpoint (weights_only) and put it in eval mode."""
+def load_model(path: Path | str, device: str | torch.device = "cpu", *, expect: Config | None = None) -> LoadedModel:
+    """Rebuild the model from a checkpoint (weights_only) and put it in eval mode.
+
+    ``expect``: the config of the data the model will see (the stages'); a checkpoint trained for other
+    classes or another image size is then refused (CheckpointError) instead of scoring the wrong columns.
+    """
     state = load_checkpoint(path)
+    if expect is not None:
+        check_compatible(state, path, expect.class_names, expect.data.image_size)
     features = FeatureSpec(**state.get("features", {}))  # absent: a checkpoint from before feature options
-    model = create_model(state["backbone"], state["num_classes"], "none", state.get("dropout", 0.0), features)
-    model.load_state_dict(state["model"])
+    num_classes = state.get("num_classes", len(state["class_names"]))  # absent in the earliest checkpoints
+    model = create_model(state["backbone"], num_classes, "none", state.get("dropout", 0.0), features)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as err:  # names or shapes that do not fit the backbone it names: tampered or foreign
+        raise CheckpointError(f"{path}: its weights do not fit a {state['backbone']} with {num_classes} classes "
+                              f"({str(err).strip().splitlines()[0]}); {RETRAIN}") from err
     channels_last = bool(state["config"].get("train", {}).get("channels_last", False))
     device = torch.device(device)
     model.to(device).eval()

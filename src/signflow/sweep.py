@@ -79,7 +79,8 @@ NULL_WORD, TRUE_WORD, FALSE_WORD = "null", "true", "false"
 PLAIN_STRING = re.compile(r"[A-Za-z_][A-Za-z0-9_\-./]*")
 SWEEP_FUNCTION = re.compile(r"(choice|range|interval|sort|shuffle|tag|glob)\(.*\)")
 DICT_KEY = re.compile(r"[A-Za-z0-9_]([\w\-./ ]*[\w\-./])?")
-EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:")
+# A traceback's last line, or a stage's one-line user error (signflow.logs.error_line).
+EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:|signflow: error: )")
 OPENERS, CLOSERS, QUOTES = "[{(", "]})", "'\""
 
 # Table columns after the name and the swept params: (column, metrics file, key in it).
