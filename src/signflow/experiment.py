@@ -31,7 +31,7 @@ from signflow.models import FeatureSpec, SignModel, create_model
 from signflow.runtime import configure_runtime
 from signflow.strategies import is_backbone_frozen, resolve_weights
 from signflow.tracking import Tracker, git_commit, run_name_for, tracked_run
-from signflow.train import BEST_FILE, ArraySet, EpochCallback, EpochStats, TrainResult, fit
+from signflow.train import BEST_FILE, LAST_FILE, ArraySet, EpochCallback, EpochStats, TrainResult, fit
 
 # metrics/train_history.csv: what the run learned, identical for the same run on any machine;
 # each epoch's duration goes to the timings history beside it (paths.TRAIN_TIMINGS_HISTORY).
@@ -166,6 +166,16 @@ def run_training(cfg: Config, dataset_dir: Path, out: TrainOutputs, code_files: 
         if not distributed.is_main():
             return fit(model, train_set, val_set, **fit_args)
         return _tracked_fit(cfg, model, train_set, val_set, out, fit_args)
+
+
+def interrupted_message(models_dir: Path) -> str:
+    """What an interrupted (Ctrl-C) training says: what it kept and how to go on."""
+    last = models_dir / LAST_FILE
+    if not last.exists():
+        return "training interrupted before its first epoch finished; `dvc repro` starts it again"
+    epoch = load_checkpoint(last)["epoch"]
+    return (f"training interrupted; {last} keeps epoch {epoch + 1}, the last one finished: "
+            f"`dvc repro` resumes from it (same params, data and code)")
 
 
 def calibrate_checkpoint(path: Path, val: ArraySet, batch_size: int, device: torch.device) -> Calibration:

@@ -9,7 +9,9 @@ as it was, and its error names the output, not the temporary.
 from __future__ import annotations
 
 import errno
+import glob
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -17,6 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 # Errors of a write that name no file: the disk is full, a quota or file-size limit is hit, the device failed.
 WRITE_FAILURES = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO})
@@ -32,6 +36,7 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temporaries(path)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     target = tmp / path.name
     try:
@@ -46,6 +51,14 @@ def atomic_path(path: Path | str) -> Iterator[Path]:
         raise named from err
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove what a write of ``path`` killed mid-way (SIGKILL, power cut) left: never renamed, never read,
+    but a whole checkpoint or dataset of disk each. One writer per path at a time: DVC's repository lock."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        log.info("removing %s, left by an interrupted write of %s", stale, path)
+        shutil.rmtree(stale, ignore_errors=True)
 
 
 def _naming(err: OSError, path: Path, tmp: Path) -> OSError:

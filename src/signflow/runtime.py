@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 QUEUE_WORKER_ARG = "queue-worker"
 QUEUE_DIR = (".dvc", "tmp", "exps", "celery")
 QUEUE_HASH_DIGITS = 6
+CUBLAS_WORKSPACE = ":4096:8"  # what torch.use_deterministic_algorithms asks for on CUDA >= 10.2
 
 
 class DeviceUnavailableError(RuntimeError):
@@ -50,6 +51,9 @@ def configure_runtime(cfg: TrainConfig, ranks: int = 1) -> torch.device:
     """
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(resolve_threads(cfg.threads, ranks))
+    # cuBLAS is deterministic only with a fixed workspace, read when CUDA initialises (not yet, here):
+    # https://docs.nvidia.com/cuda/cublas/#results-reproducibility. No effect on CPU.
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", CUBLAS_WORKSPACE)
     torch.use_deterministic_algorithms(True, warn_only=True)
     return resolve_device(cfg.device, "params.yaml: train.device")
 

@@ -49,6 +49,12 @@ def git_commit(cwd: Path | None = None) -> str:
     return out.stdout.strip() or "unknown"
 
 
+def first_line(err: BaseException) -> str:
+    """The reason of ``err`` on one line: SQLAlchemy's errors go on with the SQL statement and a help link."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 class Tracker:
     """A guarded MLflow run: the first failure disables tracking with one warning."""
 
@@ -65,7 +71,7 @@ class Tracker:
         except Exception as err:  # any MLflow/network error: the run itself must go on
             self.enabled = False
             log.warning("MLflow %s failed at %s (%s); tracking is off for this stage, local metrics are kept; %s",
-                        what, self.uri, err, RELOG_HINT)
+                        what, self.uri, first_line(err), RELOG_HINT)
             return None
 
     def start(self, run_name: str, tags: Mapping[str, str]) -> str | None:
@@ -246,15 +252,19 @@ def _reachable_run(client: Any, run_id: str | None, uri: str) -> Any:
     try:
         client.search_experiments(max_results=1)  # is the server there at all?
     except Exception as err:  # any MLflow/network error
-        log.warning("MLflow at %s is unreachable (%s)", uri, err)
+        log.warning("MLflow at %s is unreachable (%s)", uri, first_line(err))
         return False
     if run_id is None:
         return None
     try:
-        return client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         log.warning("run %s is not on %s (deleted, or another server): logging a new run", run_id, uri)
         return None
+    if run.info.lifecycle_stage == "deleted":  # deleted in the UI, not yet garbage-collected: cannot be reopened
+        log.warning("run %s was deleted on %s: logging a new run", run_id, uri)
+        return None
+    return run
 
 
 def _relog_history(tracker: Tracker, client: Any, history: Path) -> None:

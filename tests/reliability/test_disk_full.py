@@ -209,3 +209,17 @@ def test_disk_full_keeps_the_previous_output(tmp_path: Path, monkeypatch: pytest
     monkeypatch.undo()
     output.write(root, 2)  # space again: the next run just works
     assert _snapshot(root) != before
+
+
+def test_a_killed_writes_temporary_is_removed_by_the_next_write_of_that_path(tmp_path: Path) -> None:
+    """SIGKILL mid-write leaves `.name.XXXX.tmp/`; the next write of the same path removes it, no other."""
+    target = tmp_path / "last.pt"
+    left_by_kill = tmp_path / ".last.pt.abc123.tmp"
+    (left_by_kill / "last.pt").parent.mkdir()
+    (left_by_kill / "last.pt").write_bytes(b"half a checkpoint")
+    other = tmp_path / ".best.pt.def456.tmp"  # another output's temporary: not this write's business
+    other.mkdir()
+    write_text(target, "new")
+    assert target.read_text() == "new"
+    assert not left_by_kill.exists() and other.is_dir()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".best.pt.def456.tmp", "last.pt"]
