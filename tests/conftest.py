@@ -9,6 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import ImageFile
 
 from signflow.data.records import RawRecord
 
@@ -88,3 +89,17 @@ def shared_gtsrb_zip() -> Path:
     if not path.is_file():
         pytest.skip(f"{SUBSET_ZIP_NAME} not found at {path}; set SIGNFLOW_SHARED to the shared folder")
     return path
+
+
+@pytest.fixture
+def no_decode(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record every attempt to decode pixels (Pillow's ImageFile.load)."""
+    calls: list[str] = []
+    original = ImageFile.ImageFile.load
+
+    def load(self):  # type: ignore[no-untyped-def]
+        calls.append(str(getattr(self, "filename", "")))
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return calls

@@ -19,6 +19,7 @@ import email.utils
 import hashlib
 import logging
 import re
+import socket
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -162,3 +163,9 @@ class LoopbackServer:
         self._server.server_close()
         self._thread.join()
 
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now (for servers a test starts in another process)."""
+    with socket.socket() as sock:
+        sock.bind((LOOPBACK, ANY_FREE_PORT))
+        return sock.getsockname()[1]

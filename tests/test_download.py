@@ -6,7 +6,6 @@ import hashlib
 import logging
 import os
 import socket
-import stat
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +16,7 @@ from signflow.data.archive import UnsafeArchiveError, safe_extract_zip
 from signflow.data.fetch import DownloadError, fetch, md5_file
 
 from http_server import LoopbackServer
+from zips import make_zip, symlink_entry
 
 PAYLOAD_SIZE = 300_000  # a few chunks of CHUNK, small enough to be instant
 CHUNK = 1 << 14
@@ -166,21 +166,8 @@ def test_unsupported_scheme(tmp_path: Path) -> None:
 # --- archives -------------------------------------------------------------------
 
 
-def _zip(path: Path, members: dict[str | zipfile.ZipInfo, bytes]) -> Path:
-    with zipfile.ZipFile(path, "w") as zf:
-        for name, data in members.items():
-            zf.writestr(name, data)
-    return path
-
-
-def _symlink(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name)
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info
-
-
 def test_safe_extract_writes_files_and_replaces_dest(tmp_path: Path) -> None:
-    archive = _zip(tmp_path / "ok.zip", {"a/b.txt": b"b", "c.txt": b"c"})
+    archive = make_zip(tmp_path / "ok.zip", {"a/b.txt": b"b", "c.txt": b"c"})
     dest = tmp_path / "dest"
     (dest / "old").mkdir(parents=True)
     files = safe_extract_zip(archive, dest)
@@ -200,7 +187,7 @@ EVIL_ABSOLUTE = f"/tmp/signflow-evil-{os.getpid()}"
         ({EVIL_ABSOLUTE: b"x"}, {}, "absolute"),
         ({"..\\evil.txt": b"x"}, {}, "backslash"),
         ({"C:/evil.txt": b"x"}, {}, "drive letter"),
-        ({_symlink("link"): b"/etc/passwd"}, {}, "symbolic link"),
+        ({symlink_entry("link"): b"/etc/passwd"}, {}, "symbolic link"),
         ({f"f{i}.txt": b"x" for i in range(4)}, {"max_members": 3}, "4 members"),
         ({"big.bin": b"\0" * 2048}, {"max_total_bytes": 1024}, "zip bomb"),
     ],
@@ -211,7 +198,7 @@ def test_unsafe_archives_are_refused_whole(
 ) -> None:
     work = tmp_path / "work"
     work.mkdir()
-    archive = _zip(tmp_path / "evil.zip", members)
+    archive = make_zip(tmp_path / "evil.zip", members)
     dest = work / "dest"
     with pytest.raises(UnsafeArchiveError, match=reason):
         safe_extract_zip(archive, dest, **limits)
@@ -229,7 +216,7 @@ def test_non_zip_is_a_clear_error(tmp_path: Path, content: bytes) -> None:
 
 
 def test_corrupt_member_data_is_refused(tmp_path: Path) -> None:
-    archive = _zip(tmp_path / "bad.zip", {"a.txt": b"hello world" * 100})
+    archive = make_zip(tmp_path / "bad.zip", {"a.txt": b"hello world" * 100})
     data = bytearray(archive.read_bytes())
     offset = data.index(b"a.txt") + len("a.txt")  # first bytes of the member's data
     data[offset : offset + 4] = b"XXXX"

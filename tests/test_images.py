@@ -11,7 +11,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import ImageFile
 
 from signflow.config import ConfigError, DataConfig, from_mapping
 from signflow.data.images import BadImageError, ImageLimits, check_image, crop_and_resize, read_rgb
@@ -50,20 +49,6 @@ def _noise(path: Path, side: int = 64) -> Path:
     image = np.random.default_rng(0).integers(0, 256, (side, side, 3), dtype=np.uint8)
     assert cv2.imwrite(str(path), image)
     return path
-
-
-@pytest.fixture
-def no_decode(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every attempt to decode pixels (Pillow's ImageFile.load)."""
-    calls: list[str] = []
-    original = ImageFile.ImageFile.load
-
-    def load(self):  # type: ignore[no-untyped-def]
-        calls.append(str(getattr(self, "filename", "")))
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
-    return calls
 
 
 def test_empty_file(tmp_path: Path) -> None:

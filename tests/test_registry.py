@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import time
 import urllib.request
@@ -25,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from signflow.data.arrays import load_split
 
+from http_server import free_port
 from project_copy import Project
 from tiny_project import tiny_copy
 
@@ -96,16 +96,12 @@ def test_registry_model_predicts_like_signflow_predict(project: Project, images:
     assert from_registry == _predicted_by_cli(project, files, "models/onnx/model.onnx")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOOPBACK, 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def served_model(project: Project) -> Iterator[str]:
     """``mlflow models serve`` of version 1 on a free loopback port; its base URL."""
-    port = _free_port()
+    port = free_port()
     url = f"http://{LOOPBACK}:{port}"
     proc = subprocess.Popen(
         ["mlflow", "models", "serve", "-m", f"models:/{REGISTRY_NAME}/1", "--env-manager", "local",

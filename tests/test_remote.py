@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import socket
 import subprocess
 import sys
 import zipfile
@@ -29,6 +28,7 @@ from moto.server import ThreadedMotoServer
 from signflow.checkpoint import load_checkpoint
 from signflow.remote import RemoteError, configure_remote, default_storage, main
 
+from http_server import free_port
 from project_copy import Project
 from tiny_project import tiny_copy
 
@@ -114,10 +114,6 @@ def test_local_folder_remote_round_trip(baseline: Project, tmp_path: Path) -> No
 # ------------------------------------------------------------------ S3 (moto)
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture

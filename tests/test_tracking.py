@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -32,6 +31,8 @@ from signflow.tracking import (
     run_name_for,
     tracked_run,
 )
+
+from http_server import free_port
 
 URI_ENV = "MLFLOW_TRACKING_URI"
 
@@ -76,10 +77,6 @@ def store_uri(template_store: Path, tmp_path: Path) -> str:
     return f"sqlite:///{path}"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _history(client: MlflowClient, run_id: str, key: str) -> list[tuple[int, float]]:
@@ -176,7 +173,7 @@ def test_unreachable_server_warns_once_and_the_work_completes(
     calls: list[str] = []
     for name in ("log_params", "log_metrics", "log_artifact", "log_artifacts"):
         monkeypatch.setattr(mlflow, name, lambda *a, _name=name, **k: calls.append(_name))
-    uri = f"http://127.0.0.1:{_free_port()}"
+    uri = f"http://127.0.0.1:{free_port()}"
     output = tmp_path / "metrics.json"
     caplog.set_level(logging.WARNING, logger=tracking.__name__)
 
@@ -292,5 +289,5 @@ def test_reusing_stage_without_a_run_id_logs_nothing(store_uri: str, tmp_path: P
 def test_relog_outputs_to_a_dead_server_returns_none(tmp_path: Path) -> None:
     root = tmp_path / "project"
     _fake_project(root)
-    assert relog_outputs(run_files(root), f"http://127.0.0.1:{_free_port()}") is None
+    assert relog_outputs(run_files(root), f"http://127.0.0.1:{free_port()}") is None
     assert not (root / "models" / "run.json").exists()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ from mlflow.tracking import MlflowClient
 from signflow.parallel import available_cores
 from signflow.tracking import EXPERIMENT
 
+from http_server import free_port
 from project_copy import Project
 from tiny_project import tiny_copy
 
@@ -37,17 +37,13 @@ OUTAGE_EPOCHS = 40  # long enough to catch the run mid-training on any machine
 RELOG_HINT = "signflow log-run"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((LOCALHOST, 0))
-        return sock.getsockname()[1]
 
 
 class Server:
     """``signflow mlflow-server`` in its own process group, restartable on the same port and store."""
 
     def __init__(self, root: Path) -> None:
-        self.port = _free_port()
+        self.port = free_port()
         self.uri = f"http://{LOCALHOST}:{self.port}"
         self.args = ["--port", str(self.port), "--workers", "1",
                      "--backend-store-uri", f"sqlite:///{root / 'server.db'}",

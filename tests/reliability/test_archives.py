@@ -7,8 +7,6 @@ non-zip and empty files named ``.zip``, corrupt member data.
 
 from __future__ import annotations
 
-import stat
-import warnings
 import zipfile
 from pathlib import Path
 
@@ -24,24 +22,15 @@ from signflow.data.archive import (
     safe_extract_zip,
 )
 
+from zips import make_zip, symlink_entry
+
 GTSRB_TRAINING_MEMBERS = 39_300  # about: GTSRB_Final_Training_Images.zip has 39,209 images plus CSVs and folders
 MIB = 1 << 20
 
 
-def _zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> Path:
-    """A deflated zip; a list, not a dict, so one name can appear twice."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # zipfile warns "Duplicate name", which is the point
-        with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
-            for name, data in members:
-                zf.writestr(name, data)
-    return path
-
-
-def _symlink(name: str) -> zipfile.ZipInfo:
-    info = zipfile.ZipInfo(name)
-    info.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return info
+def deflated_zip(path: Path, members: list[tuple[str | zipfile.ZipInfo, bytes]]) -> Path:
+    """Deflated, so a ratio limit has something to measure."""
+    return make_zip(path, members, zipfile.ZIP_DEFLATED)
 
 
 def _photo_like(size: int) -> bytes:
@@ -75,14 +64,14 @@ HOSTILE = {
     # cases of tests/test_download.py, here for the previous destination only
     "dotdot": ([("ok.txt", b"x"), ("../evil.txt", b"x")], r"'\.\./evil\.txt'.*'\.\.'"),
     "absolute": ([("/tmp/signflow-evil.txt", b"x")], "absolute"),
-    "symlink": ([(_symlink("link"), b"/etc/passwd")], "symbolic link"),
+    "symlink": ([(symlink_entry("link"), b"/etc/passwd")], "symbolic link"),
 }
 
 
 @pytest.mark.parametrize("kind", HOSTILE)
 def test_hostile_archive_refused_and_previous_dest_untouched(tmp_path: Path, old_dest: Path, kind: str) -> None:
     members, reason = HOSTILE[kind]
-    archive = _zip(tmp_path / "hostile.zip", members)
+    archive = deflated_zip(tmp_path / "hostile.zip", members)
     with pytest.raises(UnsafeArchiveError, match=reason) as info:
         safe_extract_zip(archive, old_dest)
     assert str(archive) in str(info.value)
@@ -92,7 +81,7 @@ def test_hostile_archive_refused_and_previous_dest_untouched(tmp_path: Path, old
 
 @pytest.mark.parametrize("limits", [{"max_members": 3}, {"max_total_bytes": 1024}], ids=["members", "total-bytes"])
 def test_over_limit_archive_keeps_previous_dest(tmp_path: Path, old_dest: Path, limits: dict[str, int]) -> None:
-    archive = _zip(tmp_path / "big.zip", [(f"f{i}.bin", _photo_like(512)) for i in range(4)])
+    archive = deflated_zip(tmp_path / "big.zip", [(f"f{i}.bin", _photo_like(512)) for i in range(4)])
     with pytest.raises(UnsafeArchiveError, match="more than the limit"):
         safe_extract_zip(archive, old_dest, **limits)
     _assert_untouched(old_dest)
@@ -102,7 +91,7 @@ def test_over_limit_archive_keeps_previous_dest(tmp_path: Path, old_dest: Path, 
 def test_not_a_zip_keeps_previous_dest(tmp_path: Path, old_dest: Path, kind: str) -> None:
     archive = tmp_path / "data.zip"
     if kind == "truncated-download":  # the central directory, at the end, is missing
-        good = _zip(tmp_path / "full.zip", [("a.bin", _photo_like(4096))]).read_bytes()
+        good = deflated_zip(tmp_path / "full.zip", [("a.bin", _photo_like(4096))]).read_bytes()
         archive.write_bytes(good[: len(good) // 2])
     else:
         archive.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
@@ -112,12 +101,12 @@ def test_not_a_zip_keeps_previous_dest(tmp_path: Path, old_dest: Path, kind: str
 
 
 def test_ratio_limit_spares_photos_small_members_and_can_be_raised(tmp_path: Path) -> None:
-    archive = _zip(tmp_path / "ok.zip", [
+    archive = deflated_zip(tmp_path / "ok.zip", [
         ("photo.ppm", _photo_like(2 * MIB)),  # ratio ~1: a real image
         ("blank.txt", b"\0" * (RATIO_MIN_BYTES - 1)),  # ratio ~1000 but below 1 MiB: harmless
     ])
     assert [p.name for p in safe_extract_zip(archive, tmp_path / "dest")] == ["photo.ppm", "blank.txt"]
-    bomb = _zip(tmp_path / "bomb.zip", [("zeros.bin", b"\0" * (2 * MIB))])
+    bomb = deflated_zip(tmp_path / "bomb.zip", [("zeros.bin", b"\0" * (2 * MIB))])
     with pytest.raises(UnsafeArchiveError, match="ratio"):
         safe_extract_zip(bomb, tmp_path / "dest2")
     assert safe_extract_zip(bomb, tmp_path / "dest2", max_ratio=2000) == [tmp_path / "dest2" / "zeros.bin"]
@@ -137,6 +126,6 @@ def test_default_member_limit_stays_well_above_the_official_archive(tmp_path: Pa
 
 def test_folder_entries_listed_twice_implicitly_are_fine(tmp_path: Path) -> None:
     """A folder entry after files inside it (as some zip tools write) is not a duplicate."""
-    archive = _zip(tmp_path / "ok.zip", [("a/b.txt", b"b"), ("a/", b""), ("a/c/d.txt", b"d")])
+    archive = deflated_zip(tmp_path / "ok.zip", [("a/b.txt", b"b"), ("a/", b""), ("a/c/d.txt", b"d")])
     files = safe_extract_zip(archive, tmp_path / "dest")
     assert files == [tmp_path / "dest" / "a/b.txt", tmp_path / "dest" / "a/c/d.txt"]

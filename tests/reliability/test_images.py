@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image, ImageFile
+from PIL import Image
 
 from signflow.config import DataConfig, from_mapping
 from signflow.data.images import (
@@ -39,20 +39,6 @@ LIMITS = ImageLimits(min_side=8, max_side=4096)
 EXIF_ORIENTATION = 0x0112
 ROTATE_90_CW = 6  # EXIF: display the stored pixels turned 90 degrees clockwise
 JPEG_TOLERANCE = 12  # lossy: mean absolute error in levels; a misplaced red quarter would give ~85
-
-
-@pytest.fixture
-def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Record every attempt to decode pixels (Pillow's ImageFile.load)."""
-    calls: list[str] = []
-    original = ImageFile.ImageFile.load
-
-    def load(self):  # type: ignore[no-untyped-def]
-        calls.append(str(getattr(self, "filename", "")))
-        return original(self)
-
-    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
-    return calls
 
 
 def _two_colour(height: int = 20, width: int = 30) -> np.ndarray:
@@ -262,14 +248,14 @@ def test_one_pixel_image_is_refused_by_min_side(tmp_path: Path) -> None:
 @pytest.mark.parametrize("write", [_png_header_bomb, _jpeg_header_bomb], ids=["png", "jpeg"])
 @pytest.mark.parametrize("max_side", [4096, 40_000], ids=["our-limit", "raised-limit-pillow-cap"])
 def test_decompression_bomb_header_refused_before_decoding(
-    tmp_path: Path, decoded: list[str], write, max_side: int  # type: ignore[no-untyped-def]
+    tmp_path: Path, no_decode: list[str], write, max_side: int  # type: ignore[no-untyped-def]
 ) -> None:
     """30000 x 30000 RGB would be 2.7 GB: refused from the header by our limit, or by Pillow's cap if it is raised."""
     path = write(tmp_path / "bomb.img")
     with pytest.raises(BadImageError) as info:
         read_rgb(path, ImageLimits(min_side=8, max_side=max_side))
     assert "refused before decoding (decompression bomb?)" in str(info.value) and "900000000 pixels" in str(info.value)
-    assert decoded == []  # no pixel was decoded, so nothing near the claimed size was allocated
+    assert no_decode == []  # no pixel was decoded, so nothing near the claimed size was allocated
 
 
 # --- the download stage over a folder holding all of them -------------------------------------
