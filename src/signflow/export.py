@@ -11,7 +11,6 @@ the stage fails unless every predicted class agrees.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -26,7 +25,7 @@ from torch import nn
 
 import signflow
 from signflow.inference import LoadedModel, predict_probs
-from signflow.io import atomic_path, write_json
+from signflow.io import atomic_path, file_digest, write_json
 from signflow.predictor import (
     INPUT_NAME,
     INPUT_SPEC,
@@ -69,14 +68,6 @@ class ProbabilityModel(nn.Module):
         return torch.softmax(logits / self.temperature, dim=1)
 
 
-def file_sha256(path: Path | str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def build_sidecar(loaded: LoadedModel, *, threshold: float, opset: int, source_checkpoint: Path | None) -> dict:
     """Everything a consumer of the ONNX file needs besides the graph."""
     return {
@@ -94,7 +85,7 @@ def build_sidecar(loaded: LoadedModel, *, threshold: float, opset: int, source_c
         "signflow_version": signflow.__version__,
         "source_checkpoint": {
             "path": source_checkpoint.as_posix() if source_checkpoint else None,
-            "sha256": file_sha256(source_checkpoint) if source_checkpoint else None,
+            "sha256": file_digest(source_checkpoint, "sha256") if source_checkpoint else None,
         },
     }
 

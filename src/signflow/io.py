@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import glob
+import hashlib
 import json
 import logging
 import os
@@ -90,3 +91,9 @@ def write_json(path: Path | str, payload: Any) -> None:
 def write_text(path: Path | str, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+
+
+def file_digest(path: Path | str, algorithm: str) -> str:
+    """Hex digest (``md5``, ``sha256``...) of a file, read in chunks so multi-GB archives fit in memory."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, algorithm).hexdigest()

@@ -15,7 +15,6 @@ dataset URL (``data.gtsrb.url``) points at a copy on disk.
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -28,7 +27,7 @@ from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
-from signflow.io import atomic_path
+from signflow.io import atomic_path, file_digest
 
 log = logging.getLogger(__name__)
 
@@ -57,13 +56,9 @@ class DownloadError(RuntimeError):
     """A source could not be fetched or did not match its expected md5."""
 
 
-def md5_file(path: Path, chunk_size: int = DEFAULT_CHUNK_SIZE) -> str:
-    """Hex md5 of a file, read in chunks so multi-GB archives fit in memory."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(chunk_size), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+def md5_file(path: Path) -> str:
+    """Hex md5 of a file, the checksum the official archives are published with."""
+    return file_digest(path, "md5")
 
 
 def fetch(
