@@ -12,6 +12,7 @@ import torch
 from signflow.calibration import softmax
 from signflow.checkpoint import RETRAIN, CheckpointError, check_compatible, load_checkpoint
 from signflow.data.arrays import release_resident
+from signflow.logs import first_line
 from signflow.models import FeatureSpec, SignModel, create_model
 from signflow.openset import unknown_index
 from signflow.transforms import Normalization, eval_transform
@@ -52,7 +53,7 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", *, expect: 
         model.load_state_dict(state["model"])
     except RuntimeError as err:  # names or shapes that do not fit the backbone it names: tampered or foreign
         raise CheckpointError(f"{path}: its weights do not fit a {state['backbone']} with {num_classes} classes "
-                              f"({str(err).strip().splitlines()[0]}); {RETRAIN}") from err
+                              f"({first_line(err)}); {RETRAIN}") from err
     channels_last = bool(state["config"].get("train", {}).get("channels_last", False))
     device = torch.device(device)
     model.to(device).eval()

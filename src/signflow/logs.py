@@ -59,6 +59,12 @@ def is_user_error(err: BaseException) -> bool:
     return isinstance(err, classes)
 
 
+def first_line(err: BaseException) -> str:
+    """The reason of ``err`` on one line: many errors go on with context (SQL, help links, tracebacks of others)."""
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def error_line(message: str) -> str:
     """``signflow: error: <message>`` on one line (some messages, e.g. torch's, span several)."""
     return f"signflow: error: {' '.join(str(message).split())}"

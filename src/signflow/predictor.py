@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from signflow.data.images import DEFAULT_LIMITS, ImageLimits
+from signflow.logs import first_line
 from signflow.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Input, Result, predict_inputs
 
 if TYPE_CHECKING:
@@ -257,8 +258,7 @@ def _load_onnx(path: Path, device: str, threshold: float | None) -> Predictor:
     try:
         session = onnxruntime.InferenceSession(str(path), options, providers=list(ONNX_PROVIDERS))
     except Exception as err:  # onnxruntime raises its own types (InvalidProtobuf, Fail, ...) for a bad file
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise PredictorError(f"cannot load ONNX model {path}: {reason}") from None
+        raise PredictorError(f"cannot load ONNX model {path}: {first_line(err)}") from None
     _check_session(session, path, meta)
     return OnnxPredictor(path, session, meta, meta["threshold"] if threshold is None else threshold)
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from signflow.io import write_json
+from signflow.logs import first_line
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +48,6 @@ def git_commit(cwd: Path | None = None) -> str:
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
     return out.stdout.strip() or "unknown"
-
-
-def first_line(err: BaseException) -> str:
-    """The reason of ``err`` on one line: SQLAlchemy's errors go on with the SQL statement and a help link."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 class Tracker:
