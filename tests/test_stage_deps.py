@@ -92,6 +92,7 @@ def test_train_fingerprint_follows_the_train_closure_only(tmp_path: Path) -> Non
     dataset.mkdir()
     for split in ("train", "val"):
         (dataset / f"{split}.csv").write_text("path,label_idx\n")
+        (dataset / f"{split}.npy").write_bytes(b"")
 
     def current() -> str:
         return fingerprint(Config(), dataset, import_closure(src / "stages" / "train.py", package))

@@ -571,12 +571,13 @@ def test_hflip_false_never_mirrors(base_cfg, hflip: bool) -> None:
         assert mirrored == 0.0 and diff.mean() > 0.5
 
 
-def test_fingerprint_changes_with_config_data_and_code(base_cfg, tmp_path) -> None:
+def test_fingerprint_changes_with_config_manifest_pixels_and_code(base_cfg, tmp_path) -> None:
     # last.pt must not be resumed after a code change: DVC re-runs train for it.
     dataset = tmp_path / "dataset"
     dataset.mkdir()
     for split in ("train", "val"):
         (dataset / f"{split}.csv").write_text("path,label\n")
+        np.save(dataset / f"{split}.npy", np.zeros((1, 4, 4, 3), np.uint8))
     script = tmp_path / "train_stage.py"
     script.write_text("v1")
     base = fingerprint(base_cfg, dataset, [script])
@@ -587,6 +588,11 @@ def test_fingerprint_changes_with_config_data_and_code(base_cfg, tmp_path) -> No
     (dataset / "val.csv").write_text("path,label\nx.png,stop\n")
     assert fingerprint(base_cfg, dataset, [script]) != base
     (dataset / "val.csv").write_text("path,label\n")
+    assert fingerprint(base_cfg, dataset, [script]) == base
+    # Same manifest, other pixels (e.g. a renderer change that keeps every name and box): a new training.
+    np.save(dataset / "train.npy", np.ones((1, 4, 4, 3), np.uint8))
+    assert fingerprint(base_cfg, dataset, [script]) != base
+    np.save(dataset / "train.npy", np.zeros((1, 4, 4, 3), np.uint8))
     other = dataclasses.replace(base_cfg, train=dataclasses.replace(base_cfg.train, lr=base_cfg.train.lr * 2))
     assert fingerprint(other, dataset, [script]) != base
 

@@ -26,7 +26,7 @@ from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import Config, flatten
 from signflow.data.arrays import load_split
 from signflow.inference import load_model, predict_logits
-from signflow.io import atomic_path, write_json
+from signflow.io import atomic_path, file_digest, write_json
 from signflow.models import FeatureSpec, SignModel, create_model
 from signflow.runtime import configure_runtime
 from signflow.strategies import is_backbone_frozen, resolve_weights
@@ -37,6 +37,7 @@ from signflow.train import BEST_FILE, LAST_FILE, ArraySet, EpochCallback, EpochS
 # each epoch's duration goes to the timings history beside it (paths.TRAIN_TIMINGS_HISTORY).
 HISTORY_COLUMNS = ["epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr"]
 TIMINGS_HISTORY_COLUMNS = ["epoch", "seconds"]
+FINGERPRINT_HASH = "sha256"  # of the training and validation manifests and arrays, for resume
 
 
 def load_labelled(dataset_dir: Path, split: str) -> tuple[pd.DataFrame, ArraySet]:
@@ -89,7 +90,9 @@ def fingerprint(cfg: Config, dataset_dir: Path, code_files: Sequence[Path] = ())
     """
     digest = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True, default=str).encode())
     for split in ("train", "val"):
-        digest.update((dataset_dir / f"{split}.csv").read_bytes())
+        # The pixels count, not only the manifest: a renderer or decoder change keeps every file name.
+        for suffix in (".csv", ".npy"):
+            digest.update(file_digest(dataset_dir / f"{split}{suffix}", FINGERPRINT_HASH).encode())
     for path in sorted(set(code_files)):
         digest.update(path.read_bytes())
     return digest.hexdigest()
