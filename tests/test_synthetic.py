@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -12,6 +13,7 @@ import pytest
 
 from signflow.config import ConfigError, SyntheticConfig
 from signflow.data.sources.synthetic import SIGN_TYPES, render_dataset, render_sign, resolve_sign
+from signflow.data.sources.synthetic.render import _sensor, _track_style
 
 TARGETS = ("12", "13", "14", "17")
 BLUE_SIGNS = ("33", "35", "38")
@@ -126,3 +128,19 @@ def test_colours_separate_stop_priority_and_blue_signs() -> None:
     for class_id in BLUE_SIGNS:
         b, g, r = _center_bgr(class_id)
         assert b > r + 10, f"class {class_id} should be blue-dominant"
+
+
+def test_in_camera_sharpening_adds_edge_energy_and_nothing_else() -> None:
+    """Real GTSRB frames are sharpened by the camera: a sharpened render has more edge energy, same mean light."""
+    style = _track_style(resolve_sign("14"), np.random.default_rng(0), ((48, 48),))
+    soft = cv2.GaussianBlur(render_sign("14", np.random.default_rng(1), 48).astype(np.float32) / 255, (0, 0), 1.0)
+
+    def edges(amount: float) -> tuple[float, float]:
+        plain = dataclasses.replace(style, sharpen=amount, noise_sigma=0.0)
+        out = _sensor(plain, np.random.default_rng(2), soft)  # same generator: same JPEG quality and fringes
+        grey = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY).astype(np.float32)
+        return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean()), float(out.mean())
+
+    (flat, flat_mean), (sharp, sharp_mean) = edges(0.0), edges(1.5)
+    assert sharp > 1.5 * flat
+    assert abs(sharp_mean - flat_mean) < 3

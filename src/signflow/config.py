@@ -172,7 +172,7 @@ class FolderConfig:
 @dataclass(frozen=True)
 class SyntheticConfig:
     seed: int = 0
-    tracks_per_class: int = 150
+    tracks_per_class: int = 300
     frames_per_track: int = 6
     min_size: int = 24
     max_size: int = 96

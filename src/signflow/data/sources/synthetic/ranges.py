@@ -39,7 +39,9 @@ VALUE = (0.7, 1.05)
 DIRT = (0.0, 0.25)  # blend towards a dirt colour
 DIRT_TEXTURE = 0.12  # amplitude of blotchy multiplicative dirt
 SHADING = 0.25  # max brightness ramp across the sign (sun angle)
-SIGN_GAIN = (0.55, 1.25)  # sign vs background light (shadow, backlight, retro-reflection)
+# Sign vs background light: a sign in shadow against a bright sky (backlight) down to 0.35, a
+# retro-reflecting sign in a dark street up to 1.4. Widened from (0.55, 1.25): real tracks show both.
+SIGN_GAIN = (0.35, 1.4)
 
 # Camera.
 # Exposure: GTSRB has many dark frames, but auto-exposure keeps the sign readable;
@@ -58,6 +60,9 @@ MOTION_REF_SIZE = 40.0
 MOTION_ANGLE_STD = 25.0  # degrees around horizontal
 NOISE_SIGMA = (0.005, 0.03)  # sensor noise std on [0, 1]
 JPEG_QUALITY = (30, 90)
+# In-camera sharpening (unsharp mask): real GTSRB frames have 2-4x the edge energy of unsharpened renders.
+SHARPEN_AMOUNT = (0.0, 1.5)  # per track; 0 = none
+SHARPEN_SIGMA = 1.0  # output px
 CHROMA_SHIFT = 0.35  # max px misregistration of the red/blue planes (demosaicing fringes)
 
 FRAME_BLUR_JITTER = (0.7, 1.3)  # per-frame factor on the track's blur (focus hunting)

@@ -32,7 +32,7 @@ from signflow.data.sources.synthetic.ranges import (
     MIN_MIP_SIDE, MIP_OVERSAMPLE, MOTION_ANGLE_STD, MOTION_LENGTH, MOTION_PROB, MOTION_REF_SIZE, NOISE_SIGMA,
     OCCLUDER_DRIFT, OCCLUDER_REACH, OCCLUDER_SIZE, OCCLUDE_PROB, PITCH_MAX, PITCH_STD, PLATE_GAP, PLATE_GREY,
     PLATE_HALF_WIDTH, PLATE_PROB, POLE_GREY, POLE_PROB, POLE_TOP, POLE_WIDTH, ROLL_MAX, ROLL_STD, SATURATION, SHADING,
-    SIGN_GAIN, SIZE_BETA, SUPERSAMPLE, TINT_STD, TRACK_GROWTH, VALUE, WARMTH_STD, YAW_DRIFT, YAW_MAX, YAW_STD,
+    SHARPEN_AMOUNT, SHARPEN_SIGMA, SIGN_GAIN, SIZE_BETA, SUPERSAMPLE, TINT_STD, TRACK_GROWTH, VALUE, WARMTH_STD, YAW_DRIFT, YAW_MAX, YAW_STD,
 )
 from signflow.data.sources.synthetic.scene import _palette, _scene, _smooth_noise
 from signflow.data.sources.synthetic.signs import resolve_sign
@@ -70,6 +70,7 @@ class _TrackStyle:
     blur_sigma: float
     motion: tuple[float, float]  # length at MOTION_REF_SIZE px, angle in degrees; length 0 = none
     noise_sigma: float
+    sharpen: float  # unsharp-mask amount of the camera's processing
     pole: tuple[float, float] | None  # (grey level, width as a fraction of the sign) or no pole
     plate: bool
     occluder: _Occluder | None
@@ -152,6 +153,7 @@ def _track_style(spec: SignSpec, rng: np.random.Generator, sizes: tuple[tuple[in
         blur_sigma=float(rng.uniform(*BLUR_SIGMA)),
         motion=(float(motion[0]), float(motion[1])),
         noise_sigma=float(rng.uniform(*NOISE_SIGMA)),
+        sharpen=float(rng.uniform(*SHARPEN_AMOUNT)),
         pole=pole,
         plate=bool(rng.random() < PLATE_PROB),
         occluder=_occluder(rng),
@@ -281,9 +283,11 @@ def _exposure(style: _TrackStyle, rng: np.random.Generator, img: np.ndarray) -> 
 
 
 def _sensor(style: _TrackStyle, rng: np.random.Generator, img: np.ndarray) -> np.ndarray:
-    """Demosaicing fringes, noise, quantisation and JPEG re-compression: uint8 out."""
+    """Demosaicing fringes, noise, in-camera sharpening, quantisation and JPEG re-compression: uint8 out."""
     img = _chroma_shift(img, rng)
     img = img + rng.normal(0, style.noise_sigma, img.shape).astype(np.float32)
+    if style.sharpen > 0:
+        img = img + (img - cv2.GaussianBlur(img, (0, 0), SHARPEN_SIGMA)) * style.sharpen
     out = np.clip(img * 255 + 0.5, 0, 255).astype(np.uint8)
     quality = int(rng.integers(*JPEG_QUALITY, endpoint=True))
     _, jpeg = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
