@@ -173,7 +173,7 @@ class FolderConfig:
 class SyntheticConfig:
     seed: int = 0
     tracks_per_class: int = 300
-    frames_per_track: int = 6
+    frames_per_track: int = 4
     min_size: int = 24
     max_size: int = 96
 
