@@ -69,6 +69,7 @@ def test_zero_padded_ids_resolve_to_the_same_sign() -> None:
         ({"min_size": 40, "max_size": 30}, "max_size"),
         ({"min_size": 2}, "min_size"),
         ({"tracks_per_class": 0}, "tracks_per_class"),
+        ({"max_other_tracks": 0}, "max_other_tracks"),
     ],
 )
 def test_config_rejects_impossible_values(tmp_path: Path, kwargs: dict[str, int], key: str) -> None:
@@ -98,6 +99,20 @@ def test_render_dataset_writes_what_it_reports(tmp_path: Path) -> None:
     for heights in tracks.values():
         assert len(heights) == TINY.frames_per_track
         assert heights == sorted(heights), "a track's sign grows as the car approaches"
+
+
+def test_only_targets_get_the_full_track_count(tmp_path: Path) -> None:
+    config = dataclasses.replace(TINY, tracks_per_class=3, max_other_tracks=1)
+    records = render_dataset(tmp_path / "few", ["12", "14", "33"], config, targets=["0014"])
+    tracks = {(r.class_id, r.group) for r in records}
+    assert sorted(c for c, _ in tracks) == ["12", "14", "14", "14", "33"]  # zero-padded target ids match too
+    # A target's tracks are the same renders whatever the other classes get.
+    alone = render_dataset(tmp_path / "alone", ["14"], config)
+    assert _files(tmp_path / "alone") == {k: v for k, v in _files(tmp_path / "few").items() if k.startswith("00014")}
+    # max_other_tracks only caps: with fewer target tracks, the others get as many.
+    capped = render_dataset(tmp_path / "cap", ["12", "33"], dataclasses.replace(config, tracks_per_class=1,
+                            max_other_tracks=5), targets=["12"])  # fmt: skip
+    assert len({r.group for r in capped if r.class_id == "33"}) == 1
 
 
 def test_render_dataset_is_byte_identical_per_seed_and_worker_count(tmp_path: Path) -> None:

@@ -174,14 +174,21 @@ class SyntheticConfig:
     seed: int = 0
     tracks_per_class: int = 300
     frames_per_track: int = 4
+    # Non-target sign types feed only "unknown" and the held-out set, both capped (unknown.max_images),
+    # so rendering them at the targets' count would be wasted work.
+    max_other_tracks: int = 60
     min_size: int = 24
     max_size: int = 96
 
     def validate(self, prefix: str) -> None:
-        for name in ("tracks_per_class", "frames_per_track"):
+        for name in ("tracks_per_class", "frames_per_track", "max_other_tracks"):
             _check_range(f"{prefix}.{name}", getattr(self, name), 1)
         _check_range(f"{prefix}.min_size", self.min_size, MIN_SYNTHETIC_SIDE)
         _check_range(f"{prefix}.max_size", self.max_size, self.min_size)
+
+    def tracks_for(self, is_target: bool) -> int:
+        """Tracks to render for one sign type: the full count for a target, at most ``max_other_tracks`` else."""
+        return self.tracks_per_class if is_target else min(self.tracks_per_class, self.max_other_tracks)
 
 
 @dataclass(frozen=True)

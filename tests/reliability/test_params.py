@@ -193,6 +193,7 @@ OUT_OF_RANGE = [
     ("data.gtsrb.url", "", "URL"),
     ("data.synthetic.tracks_per_class", 0, "1 <= value"),
     ("data.synthetic.frames_per_track", 0, "1 <= value"),
+    ("data.synthetic.max_other_tracks", 0, "1 <= value"),
     ("data.synthetic.max_size", 10, "24 <= value"),  # below min_size
     ("split.train", 1.5, "0.0 <= value <= 1.0"),
     ("split.group_by", "frame", "track | image"),

@@ -58,7 +58,8 @@ def _synthetic(cfg: DataConfig, staging: Path, cache_dir: Path) -> SourceImages:
     from signflow.data.sources.synthetic import SIGN_TYPES, render_dataset
 
     workers = resolve_workers(cfg.decode_workers)
-    return SourceImages(staging, render_dataset(staging, list(SIGN_TYPES), cfg.synthetic, workers=workers))
+    records = render_dataset(staging, list(SIGN_TYPES), cfg.synthetic, workers=workers, targets=list(cfg.classes))
+    return SourceImages(staging, records)
 
 
 def _gtsrb(cfg: DataConfig, staging: Path, cache_dir: Path) -> SourceImages:

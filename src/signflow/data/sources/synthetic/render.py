@@ -15,7 +15,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Collection, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -383,11 +383,17 @@ def _run(jobs: list[_TrackJob], workers: int) -> Iterator[list[RawRecord]]:
 
 
 def render_dataset(
-    out_dir: Path, class_ids: Sequence[str], config: SyntheticConfig, workers: int = 1
+    out_dir: Path,
+    class_ids: Sequence[str],
+    config: SyntheticConfig,
+    workers: int = 1,
+    targets: Collection[str] | None = None,
 ) -> list[RawRecord]:
-    """Render ``config.tracks_per_class`` tracks per class under ``out_dir`` (GTSRB layout).
+    """Render the tracks of every class under ``out_dir`` (GTSRB layout).
 
-    Writes ``<class:05d>/<track:05d>_<frame:05d>.png`` and returns one record per
+    A class in ``targets`` (``None``: every class) gets ``config.tracks_per_class``
+    tracks, any other at most ``config.max_other_tracks``. Writes
+    ``<class:05d>/<track:05d>_<frame:05d>.png`` and returns one record per
     image (ROI x2/y2 exclusive). Files are written in place: wrap ``out_dir`` in
     ``signflow.io.atomic_path`` if a crash must not leave a partial tree.
     """
@@ -395,11 +401,16 @@ def render_dataset(
     specs = [resolve_sign(class_id) for class_id in class_ids]  # fail before any work
     if len({id(spec) for spec in specs}) != len(specs):
         raise ValueError(f"duplicate class ids would overwrite each other's files: {list(class_ids)}")
+    target_specs = {id(resolve_sign(c)) for c in (class_ids if targets is None else targets)}
     out_dir = Path(out_dir)
-    jobs = [_TrackJob(out_dir, str(c), t, config) for c in class_ids for t in range(config.tracks_per_class)]
+    jobs = [
+        _TrackJob(out_dir, str(c), t, config)
+        for c, spec in zip(class_ids, specs)
+        for t in range(config.tracks_for(id(spec) in target_specs))
+    ]
     records: list[RawRecord] = []
     for track_records in tqdm(_run(jobs, workers), total=len(jobs), desc="synthetic", unit="track"):
         records.extend(track_records)
-    log.info("rendered %d synthetic images (%d classes x %d tracks) into %s",
-             len(records), len(class_ids), config.tracks_per_class, out_dir)  # fmt: skip
+    log.info("rendered %d synthetic images (%d classes, %d tracks) into %s",
+             len(records), len(class_ids), len(jobs), out_dir)  # fmt: skip
     return records
