@@ -173,7 +173,7 @@ class FolderConfig:
 class SyntheticConfig:
     seed: int = 0
     tracks_per_class: int = 300
-    frames_per_track: int = 4
+    frames_per_track: int = 6
     # Non-target sign types feed only "unknown" and the held-out set, both capped (unknown.max_images),
     # so rendering them at the targets' count would be wasted work.
     max_other_tracks: int = 60
@@ -230,9 +230,9 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class SplitConfig:
-    train: float = 0.4
-    val: float = 0.3
-    test: float = 0.3
+    train: float = 0.6
+    val: float = 0.2
+    test: float = 0.2
     seed: int = 42
     group_by: str = "track"
 
