@@ -107,7 +107,7 @@ def test_only_targets_get_the_full_track_count(tmp_path: Path) -> None:
     tracks = {(r.class_id, r.group) for r in records}
     assert sorted(c for c, _ in tracks) == ["12", "14", "14", "14", "33"]  # zero-padded target ids match too
     # A target's tracks are the same renders whatever the other classes get.
-    alone = render_dataset(tmp_path / "alone", ["14"], config)
+    render_dataset(tmp_path / "alone", ["14"], config)
     assert _files(tmp_path / "alone") == {k: v for k, v in _files(tmp_path / "few").items() if k.startswith("00014")}
     # max_other_tracks only caps: with fewer target tracks, the others get as many.
     capped = render_dataset(tmp_path / "cap", ["12", "33"], dataclasses.replace(config, tracks_per_class=1,
