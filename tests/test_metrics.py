@@ -197,7 +197,7 @@ VAL_CORRECT = np.array([True, False, True, False, True, False])
 
 
 def test_choose_threshold_by_hand_ties_to_lowest() -> None:
-    t = m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT)
+    t = m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT, tolerance_se=0.0)
     assert t == 0.5
     # The chosen threshold reaches the hand-computed maximum, 4/6.
     preds = np.where(VAL_CORRECT, 0, 1)  # right iff predicted class 0
@@ -207,15 +207,16 @@ def test_choose_threshold_by_hand_ties_to_lowest() -> None:
 
 def test_choose_threshold_sees_only_validation() -> None:
     # The signature has no room for test data, so test arrays cannot leak in.
-    assert list(inspect.signature(m.choose_threshold).parameters) == ["val_scores", "val_is_known", "val_correct"]
+    assert list(inspect.signature(m.choose_threshold).parameters) == [
+        "val_scores", "val_is_known", "val_correct", "tolerance_se"]
     before = (VAL_SCORES.copy(), VAL_KNOWN.copy(), VAL_CORRECT.copy())
-    t = m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT)
+    t = m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT, tolerance_se=0.0)
     # Two different "test" sets score differently under the same val threshold.
     preds, labels, known = np.array([0, 0]), np.array([0, -1]), np.array([True, False])
     test_a = m.openset_accuracy(np.array([0.9, 0.2]), preds, labels, known, t, None)
     test_b = m.openset_accuracy(np.array([0.4, 0.8]), preds, labels, known, t, None)
     assert (test_a, test_b) == (1.0, 0.0)
-    assert m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT) == t
+    assert m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT, tolerance_se=0.0) == t
     for arr, orig in zip((VAL_SCORES, VAL_KNOWN, VAL_CORRECT), before, strict=True):
         np.testing.assert_array_equal(arr, orig)  # inputs untouched
 
@@ -227,13 +228,13 @@ def test_choose_threshold_predicted_unknown_counts_as_rejected() -> None:
     # Held-out already called "unknown": always right, so t=0.8 keeps all -> 4.
     scores = np.array([0.99, 0.9, 0.85, 0.8])
     known = np.array([True, False, False, True])
-    assert m.choose_threshold(scores, known, np.array([True, False, False, True])) == 0.99
-    assert m.choose_threshold(scores, known, np.array([True, True, True, True])) == 0.8
+    assert m.choose_threshold(scores, known, np.array([True, False, False, True]), tolerance_se=0.0) == 0.99
+    assert m.choose_threshold(scores, known, np.array([True, True, True, True]), tolerance_se=0.0) == 0.8
 
 
 def test_choose_threshold_can_reject_everything() -> None:
     scores = np.array([0.9, 0.8, 0.7])
-    t = m.choose_threshold(scores, np.array([False, False, True]), np.array([False, False, False]))
+    t = m.choose_threshold(scores, np.array([False, False, True]), np.array([False, False, False]), tolerance_se=0.0)
     assert t > 0.9
     assert not np.any(scores >= t)
 
@@ -241,9 +242,40 @@ def test_choose_threshold_can_reject_everything() -> None:
 def test_choose_threshold_fallback_without_heldout() -> None:
     # 20 known scores 0.01..0.20; accepting 95% = 19 of them -> t = 0.02.
     scores = np.round(np.arange(1, 21) * 0.01, 2)
-    t = m.choose_threshold(scores, np.ones(20, dtype=bool), np.ones(20, dtype=bool))
+    t = m.choose_threshold(scores, np.ones(20, dtype=bool), np.ones(20, dtype=bool), tolerance_se=0.0)
     assert t == pytest.approx(0.02)
     assert np.mean(scores >= t) == pytest.approx(m.DEFAULT_TPR)
+
+
+# 100 val images: 95 known at 0.9 (the first ``known_wrong_at_high`` of them
+# wrong), held-out not called "unknown" at 0.6 (4 of them) and 0.3 (1).
+def _one_se_case(known_wrong_at_high: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    scores = np.r_[np.full(95, 0.9), np.full(4, 0.6), 0.3]
+    known = np.r_[np.ones(95, dtype=bool), np.zeros(5, dtype=bool)]
+    correct = np.r_[np.arange(95) >= known_wrong_at_high, np.zeros(5, dtype=bool)]
+    return scores, known, correct
+
+
+def test_one_standard_error_rule_picks_the_lowest_threshold_not_told_apart() -> None:
+    # 5 known wrong: hits 0.3 -> 90, 0.6 -> 91, 0.9 -> 95 (best, p = 0.95).
+    # n * SE = sqrt(100 * 0.95 * 0.05) = 2.18 images: 0.6 (4 fewer) is told apart, so 0.9 stays.
+    scores, known, correct = _one_se_case(5)
+    assert m.choose_threshold(scores, known, correct, tolerance_se=0.0) == 0.9
+    assert m.choose_threshold(scores, known, correct, tolerance_se=1.0) == 0.9
+    # Two standard errors (4.36 images) cover 0.6 (4 fewer) but not 0.3 (5 fewer).
+    assert m.choose_threshold(scores, known, correct, tolerance_se=2.0) == 0.6
+    assert m.choose_threshold(scores, known, correct, tolerance_se=2.5) == 0.3
+
+
+def test_one_standard_error_rule_keeps_a_perfect_split_s_threshold() -> None:
+    # Everything right at 0.9: the standard error of 100/100 is 0, nothing is within it.
+    scores, known, correct = _one_se_case(0)
+    assert m.choose_threshold(scores, known, correct, tolerance_se=3.0) == 0.9
+
+
+def test_choose_threshold_refuses_a_negative_tolerance() -> None:
+    with pytest.raises(ValueError, match="tolerance_se"):
+        m.choose_threshold(VAL_SCORES, VAL_KNOWN, VAL_CORRECT, tolerance_se=-1.0)
 
 
 # -------------------------------------------------------- open-set accuracy
@@ -284,19 +316,24 @@ def test_share_assigned_known() -> None:
     assert m.share_assigned_known(np.array([], dtype=int), unknown_index=3) is None
 
 
-def test_choose_threshold_agrees_with_openset_accuracy_brute_force() -> None:
-    # The vectorised search must find the lowest threshold maximising the very
-    # accuracy openset_accuracy reports (one definition of "correct").
+@pytest.mark.parametrize("tolerance_se", [0.0, 1.0, 2.0])
+def test_choose_threshold_agrees_with_openset_accuracy_brute_force(tolerance_se: float) -> None:
+    # The vectorised search must find the lowest threshold within tolerance_se
+    # standard errors of the best of the very accuracy openset_accuracy reports
+    # (one definition of "correct").
     rng = np.random.default_rng(7)
     scores = np.round(rng.uniform(size=60), 2)  # rounding makes ties
     known = rng.uniform(size=60) < 0.7
     preds = rng.integers(0, 4, 60)  # class 3 is the unknown class
     labels = np.where(known, rng.integers(0, 3, 60), -1)
     correct = m.prediction_correct(preds, labels, known, unknown_index=3)
-    chosen = m.choose_threshold(scores, known, correct)
+    chosen = m.choose_threshold(scores, known, correct, tolerance_se=tolerance_se)
     grid = np.r_[np.unique(scores), np.nextafter(scores.max(), np.inf)]
-    accs = [m.openset_accuracy(scores, preds, labels, known, t, 3) for t in grid]
-    assert chosen == grid[int(np.argmax(accs))]
+    accs = np.array([m.openset_accuracy(scores, preds, labels, known, t, 3) for t in grid])
+    best = accs.max()
+    within = accs >= best - tolerance_se * np.sqrt(best * (1 - best) / len(scores)) - 1e-12
+    assert chosen == grid[int(np.argmax(within))]
+    assert chosen <= grid[int(np.argmax(accs))]  # never above the plain maximum
 
 
 def test_wilson_interval_by_hand() -> None:

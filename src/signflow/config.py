@@ -368,10 +368,12 @@ class TrainConfig:
 class EvaluateConfig:
     batch_size: int = 256
     ece_bins: int = 15
+    threshold_tolerance_se: float = 1.0  # open-set threshold: lowest within this many standard errors of the best
 
     def validate(self, prefix: str) -> None:
         _check_range(f"{prefix}.batch_size", self.batch_size, 1)
         _check_range(f"{prefix}.ece_bins", self.ece_bins, 2)
+        _check_range(f"{prefix}.threshold_tolerance_se", self.threshold_tolerance_se, 0.0)
 
 
 MIN_ONNX_OPSET = 17  # the first opset with LayerNormalization and the ops torch.onnx's dynamo exporter emits

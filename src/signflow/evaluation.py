@@ -87,10 +87,11 @@ def _openset_view(s: Scored) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.nda
     return s.scores[rows], s.mask(ROLE_TARGET)[rows], s.preds[rows], s.frame["label_idx"].to_numpy()[rows]
 
 
-def open_set(val: Scored, test: Scored, unknown_index: int | None) -> dict[str, Any]:
+def open_set(val: Scored, test: Scored, unknown_index: int | None, tolerance_se: float) -> dict[str, Any]:
     """AUROC, FPR@95%TPR, share of held-out called known, open-set accuracy at the val threshold."""
     v_scores, v_known, v_preds, v_labels = _openset_view(val)
-    threshold = choose_threshold(v_scores, v_known, prediction_correct(v_preds, v_labels, v_known, unknown_index))
+    v_correct = prediction_correct(v_preds, v_labels, v_known, unknown_index)
+    threshold = choose_threshold(v_scores, v_known, v_correct, tolerance_se=tolerance_se)
     t_scores, t_known, t_preds, t_labels = _openset_view(test)
     result = openset_scores(t_scores[t_known], t_scores[~t_known])
     outcomes = openset_outcomes(t_scores, t_preds, t_labels, t_known, threshold, unknown_index)
@@ -141,7 +142,7 @@ def evaluate(
     closed["temperature"] = loaded.temperature
     val_labels = val.frame["label_idx"].to_numpy()[val.labelled]
     val_closed = classification_metrics(val_labels, val.probs[val.labelled], names, cfg.ece_bins)
-    opened = open_set(val, test, loaded.unknown_index)
+    opened = open_set(val, test, loaded.unknown_index, cfg.threshold_tolerance_se)
     t_scores, t_known, _, _ = _openset_view(test)
     roc_rows = roc_points(t_scores[t_known], t_scores[~t_known])
     predictions = test.frame.assign(

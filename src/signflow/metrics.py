@@ -338,17 +338,25 @@ def _threshold_at_tpr(known_scores: np.ndarray, target_tpr: float) -> float:
     return float(np.sort(known_scores)[::-1][needed - 1])
 
 
-def choose_threshold(val_scores: np.ndarray, val_is_known: np.ndarray, val_correct: np.ndarray) -> float:
+def choose_threshold(
+    val_scores: np.ndarray, val_is_known: np.ndarray, val_correct: np.ndarray, *, tolerance_se: float
+) -> float:
     """Rejection threshold picked on the VALIDATION split only.
 
-    An image is accepted when ``score >= threshold``. The threshold maximises
-    open-set accuracy on val (see :func:`openset_accuracy`; ``val_correct``
-    from :func:`prediction_correct`). Accuracy only changes at observed scores,
-    so the candidates are the distinct val scores plus one just above the
-    largest (reject all); ties go to the lowest candidate, i.e. the least
-    rejection for the same accuracy. Without held-out val images there is
-    nothing to trade against, so the threshold accepts ``DEFAULT_TPR`` of the
-    known val images instead (the highest score keeping that many).
+    An image is accepted when ``score >= threshold``. Open-set accuracy on val
+    (see :func:`openset_accuracy`; ``val_correct`` from
+    :func:`prediction_correct`) only changes at observed scores, so the
+    candidates are the distinct val scores plus one just above the largest
+    (reject all). The threshold is the LOWEST candidate whose val accuracy is
+    within ``tolerance_se`` binomial standard errors of the best (the
+    one-standard-error rule of Breiman et al. 1984, ESL 7.10): thresholds
+    that differ by a few val images are not told apart by that split, and of
+    those the one rejecting least loses least known-class recall when real
+    inputs are less confident than validation ones (synthetic to real).
+    ``tolerance_se=0`` is the plain maximum, ties to the lowest. Without
+    held-out val images there is nothing to trade against, so the threshold
+    accepts ``DEFAULT_TPR`` of the known val images instead (the highest score
+    keeping that many).
     """
     scores = _as_scores(val_scores, "val_scores")
     is_known = np.asarray(val_is_known, dtype=bool)
@@ -357,6 +365,8 @@ def choose_threshold(val_scores: np.ndarray, val_is_known: np.ndarray, val_corre
         raise ValueError("val_scores, val_is_known and val_correct differ in length")
     if len(scores) == 0:
         raise ValueError("cannot choose a threshold on an empty validation set")
+    if not tolerance_se >= 0:
+        raise ValueError(f"tolerance_se must be >= 0, got {tolerance_se}")
     if is_known.all():
         return _threshold_at_tpr(scores, DEFAULT_TPR)
     candidates = np.r_[np.unique(scores), np.nextafter(scores.max(), np.inf)]
@@ -369,7 +379,10 @@ def choose_threshold(val_scores: np.ndarray, val_is_known: np.ndarray, val_corre
         + np.searchsorted(heldout_missed, candidates, side="left")
         + int((~is_known & correct).sum())
     )
-    return float(candidates[int(np.argmax(hits))])  # argmax: first, i.e. lowest, maximum
+    # In image counts, so the comparison is exact: n * SE = sqrt(n p (1 - p)).
+    best = int(hits.max())
+    slack = tolerance_se * math.sqrt(best * (len(scores) - best) / len(scores))
+    return float(candidates[int(np.argmax(hits >= best - slack))])  # argmax: first, i.e. lowest
 
 
 def openset_accuracy(
