@@ -98,7 +98,8 @@ OPEN_SET_METRICS = (
     ("openset.known_accuracy", "known-class accuracy",
      "target test images accepted with the right class at the threshold (rejected counts as wrong)"),
     ("openset.heldout_rejected", "held-out rejected", "never-seen test images ending up \"unknown\" at the threshold"),
-    ("openset.threshold", "threshold", "rejection threshold on max softmax, chosen on validation only"),
+    ("openset.threshold", "threshold",
+     "rejection threshold on max softmax, chosen on validation only (one-standard-error rule)"),
     ("openset.n_known", "known images", "target test images in the open-set evaluation"),
     ("openset.n_heldout", "held-out images", "never-seen test images"),
 )
