@@ -10,7 +10,8 @@ trained ``models/best.pt``: weight size and inference images/s on the test
 split. Writes ``reports/results.md`` (mean and spread over seeds, then every
 run) and ``reports/results.csv``; prints one JSON line per run.
 
-Usage: ``python benchmarks/results_table.py [--seeds 0 1 2] [--unknown true false] [--quick]``.
+Usage: ``python benchmarks/results_table.py [--seeds 0 1 2] [--unknown true false] [--strategies full ...]
+[--epochs 8] [--out reports/results] [--quick]``.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from signflow.report import md_table
 import common
 
 WORKDIR = Path(os.environ.get("SIGNFLOW_RESULTS_DIR", "/tmp/signflow-results"))
-OUT_MD, OUT_CSV = common.REPO / "reports" / "results.md", common.REPO / "reports" / "results.csv"
+OUT_STEM = common.REPO / "reports" / "results"  # .md and .csv
 # (strategy, backbone, extra -S overrides): the originals' strategies on the pretrained backbone,
 # and the small CNN from scratch (it has no pretrained weights, so no other strategy applies).
 CONFIGS = (
@@ -91,9 +92,9 @@ def prepare(workdir: Path) -> None:
     log.info("data stages on GTSRB: %.1fs", time.perf_counter() - start)
 
 
-def overrides(strategy: str, backbone: str, extra: list[str], unknown: str, seed: int, quick: bool) -> list[str]:
-    epochs = 1 if quick else FINE_TUNE_EPOCHS
-    recipe = [] if strategy == "linear" and not quick else [f"train.epochs={epochs}", "train.patience=0"]
+def overrides(strategy: str, backbone: str, extra: list[str], unknown: str, seed: int, epochs: int | None) -> list[str]:
+    """The run's ``-S`` values; ``epochs=None`` keeps params.yaml's epochs and early stopping."""
+    recipe = [] if epochs is None else [f"train.epochs={epochs}", "train.patience=0"]
     return [f"strategy={strategy}", f"model.backbone={backbone}", f"unknown.enabled={unknown}",
             f"train.seed={seed}", *recipe, *extra]
 
@@ -109,9 +110,9 @@ def measure_model(workdir: Path) -> dict[str, float]:
     return {"weights_mb": round(weights / 2**20, 2), "inference_img_s": round(len(images) / seconds, 1)}
 
 
-def one_run(workdir: Path, config: tuple[str, str, list[str]], unknown: str, seed: int, quick: bool) -> dict:
+def one_run(workdir: Path, config: tuple[str, str, list[str]], unknown: str, seed: int, epochs: int | None) -> dict:
     strategy, backbone, extra = config
-    sets = overrides(strategy, backbone, extra, unknown, seed, quick)
+    sets = overrides(strategy, backbone, extra, unknown, seed, epochs)
     run(["dvc", "exp", "run", *[a for o in sets for a in ("-S", o)]], workdir)
     train = json.loads((workdir / "metrics" / "train.json").read_text())
     timings = json.loads((workdir / paths.TRAIN_TIMINGS).read_text())
@@ -141,16 +142,16 @@ def _mean_spread(values: list[Any], decimals: int) -> str:
     return f"{statistics.fmean(values):.{decimals}f}{spread}"
 
 
-def write_tables(rows: list[dict], command: str) -> None:
+def write_tables(rows: list[dict], command: str, stem: Path) -> None:
     frame = pd.DataFrame(rows)
-    frame.drop(columns=["overrides"]).to_csv(OUT_CSV, index=False)
+    frame.drop(columns=["overrides"]).to_csv(stem.with_suffix(".csv"), index=False)
     groups = frame.groupby(["strategy", "backbone", "unknown"], sort=False)
     summary = [[f"`{s}`", b, "on" if u else "off", len(g), *[_mean_spread(g[key].tolist(), d) for key, _, d in METRICS]]
                for (s, b, u), g in groups]
     columns = [label for _, label, _ in METRICS]
     runs = [[r["strategy"], r["backbone"], "on" if r["unknown"] else "off", r["seed"],
              *[_mean_spread([r[key]], d) for key, _, d in METRICS]] for r in rows]
-    write_text(OUT_MD, "\n\n".join([
+    write_text(stem.with_suffix(".md"), "\n\n".join([
         "# Results: strategies x backbones on real GTSRB",
         "Shared GTSRB subset (25,087 real images, 35 px), four targets (12 priority road, 13 give way, "
         "14 stop, 17 no entry), track-grouped 80/10/10 split (`signflow preset gtsrb`), 64 px input, "
@@ -166,23 +167,39 @@ def write_tables(rows: list[dict], command: str) -> None:
     ]) + "\n")
 
 
+def run_epochs(strategy: str, args: argparse.Namespace) -> int | None:
+    """Epochs to force: 1 with --quick; none for linear (params.yaml's, on cached features); else --epochs."""
+    if args.quick:
+        return 1
+    return None if strategy == "linear" else args.epochs
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--unknown", nargs="+", default=["true", "false"], choices=["true", "false"])
-    parser.add_argument("--quick", action="store_true", help="1 epoch, the first two configurations, seed 0")
+    strategies = sorted({strategy for strategy, _, _ in CONFIGS})
+    parser.add_argument("--strategies", nargs="+", default=strategies, choices=strategies,
+                        help="only these rows (e.g. the real-data recipe: --strategies full)")
+    parser.add_argument("--epochs", type=int, default=FINE_TUNE_EPOCHS,
+                        help="epochs of the strategies that train the backbone")
+    parser.add_argument("--out", type=Path, default=OUT_STEM, help="writes OUT.md and OUT.csv")
+    parser.add_argument("--quick", action="store_true", help="1 epoch, the first two configurations chosen, seed 0")
     args = parser.parse_args()
+    if args.epochs < 1:
+        parser.error(f"--epochs must be at least 1, got {args.epochs}")
     common.setup_logging(os.environ.get("SIGNFLOW_LOG", "INFO"))
     prepare(WORKDIR)
-    configs = CONFIGS[:2] if args.quick else CONFIGS
+    configs = [c for c in CONFIGS if c[0] in args.strategies]
+    configs = configs[:2] if args.quick else configs
     seeds = args.seeds[:1] if args.quick else args.seeds
     rows = []
     for unknown in args.unknown:
         for seed in seeds:
             for config in configs:
-                rows.append(one_run(WORKDIR, config, unknown, seed, args.quick))
+                rows.append(one_run(WORKDIR, config, unknown, seed, run_epochs(config[0], args)))
                 common.emit({k: v for k, v in rows[-1].items()})
-                write_tables(rows, "python benchmarks/results_table.py " + " ".join(sys.argv[1:]))
+                write_tables(rows, "python benchmarks/results_table.py " + " ".join(sys.argv[1:]), args.out)
 
 
 if __name__ == "__main__":
