@@ -15,7 +15,7 @@ from signflow.config import EvaluateConfig
 from signflow.evaluation import evaluate, score_split
 from signflow.experiment import calibrate_checkpoint
 from signflow.inference import load_model, predict_logits, predict_probs
-from signflow.metrics import expected_calibration_error, reliability_bins
+from signflow.metrics import choose_threshold, expected_calibration_error, prediction_correct, reliability_bins
 from signflow.models import create_model
 from signflow.train import ArraySet
 from signflow.transforms import Normalization
@@ -135,3 +135,22 @@ def test_evaluate_reports_calibrated_metrics_beside_the_raw_ece_and_an_interval(
     assert metrics["test.ece"] != metrics["test.ece_uncalibrated"]
     assert metrics["test.accuracy_ci_low"] <= metrics["test.accuracy"] <= metrics["test.accuracy_ci_high"]
     assert 0.0 <= metrics["openset.known_accuracy"] <= 1.0 and 0.0 <= metrics["openset.heldout_rejected"] <= 1.0
+
+
+def test_evaluate_chooses_the_threshold_with_the_configured_tolerance(tmp_path: Path) -> None:
+    path = tmp_path / "best.pt"
+    _checkpoint(path)
+    loaded = load_model(path)
+    frame = _split_frame(60, ["target"] * 45 + ["heldout"] * 15)
+    images = np.random.default_rng(2).integers(0, 256, (60, 16, 16, 3), dtype=np.uint8)
+    val, test = (score_split(loaded, frame, images, 16) for _ in range(2))
+    rows = val.mask("target") | val.mask("heldout")
+    known = val.mask("target")[rows]
+    correct = prediction_correct(val.preds[rows], frame["label_idx"].to_numpy()[rows], known, loaded.unknown_index)
+    chosen = {}
+    for tolerance in (0.0, 1.0, 5.0):
+        cfg = EvaluateConfig(threshold_tolerance_se=tolerance)
+        chosen[tolerance] = evaluate(loaded, val, test, cfg).metrics["openset.threshold"]
+        expected = choose_threshold(val.scores[rows], known, correct, tolerance_se=tolerance)
+        assert chosen[tolerance] == pytest.approx(expected, abs=1e-6)
+    assert chosen[5.0] < chosen[0.0]  # the setting reaches the choice: a wider tolerance, a lower threshold
