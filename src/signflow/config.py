@@ -69,7 +69,8 @@ def check_choice(key: str, value: Any, choices: typing.Iterable[str]) -> None:
 
 
 def _check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
-    if (low is not None and value < low) or (high is not None and value > high):
+    # NaN compares false with every bound, so it is refused explicitly.
+    if value != value or (low is not None and value < low) or (high is not None and value > high):
         bounds = f"{'-inf' if low is None else low} <= value <= {'inf' if high is None else high}"
         _fail(key, value, bounds)
 

@@ -230,6 +230,8 @@ OUT_OF_RANGE = [
     ("evaluate.batch_size", 0, "1 <= value"),
     ("evaluate.ece_bins", 1, "2 <= value"),
     ("evaluate.threshold_tolerance_se", -0.5, "0.0 <= value"),
+    ("evaluate.threshold_tolerance_se", float("nan"), "0.0 <= value"),
+    ("train.lr", float("nan"), "1e-12 <= value"),
     ("export.opset", 16, "17 <= value"),
     ("export.tolerance", 0.0, "1e-12 <= value"),
     ("export.max_int8_drop", 101.0, "0.0 <= value <= 100.0"),
