@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import subprocess
 import sys
 import time
@@ -201,7 +202,7 @@ def test_invalid_points_fail_before_anything_is_queued(
     tmp_path: Path, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch, grid: dict, message: str
 ) -> None:
     calls: list[Sequence[str]] = []
-    monkeypatch.setattr(sweep, "run_tool", lambda argv, repo: calls.append(argv) or "")
+    monkeypatch.setattr(sweep, "run_tool", lambda argv, repo, timeout=None: calls.append(argv) or "")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     with pytest.raises(SweepError, match=message):
         sweep.run_sweep(tmp_path, grid)
@@ -212,7 +213,7 @@ def test_invalid_value_exits_2_from_the_command(
     tmp_path: Path, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     calls: list[Sequence[str]] = []
-    monkeypatch.setattr(sweep, "run_tool", lambda argv, repo: calls.append(argv) or "")
+    monkeypatch.setattr(sweep, "run_tool", lambda argv, repo, timeout=None: calls.append(argv) or "")
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("TQDM_MININTERVAL", "10")  # setup_logging sets it off a terminal
@@ -309,13 +310,15 @@ class FakeDvc:
 
     def __init__(self, existing: Sequence[str] = ()) -> None:
         self.calls: list[list[str]] = []
+        self.timeouts: list[float | None] = []
         self.queued: list[str] = []
         self.shows = 0
         self.existing = list(existing)
 
-    def __call__(self, argv: Sequence[str], repo: Path) -> str:
+    def __call__(self, argv: Sequence[str], repo: Path, timeout: float | None = None) -> str:
         argv = list(argv)
         self.calls.append(argv)
+        self.timeouts.append(timeout)
         if argv[:2] == ["git", "rev-parse"]:
             return "base\n"
         if argv[:3] == ["dvc", "exp", "run"]:
@@ -391,6 +394,42 @@ def test_timeout_reports_unfinished_points_as_not_succeeded(
     assert result.rows[0]["status"] == "running" and "not finished" in result.rows[0]["note"]
 
 
+def test_a_command_that_outlives_its_timeout_is_killed_and_named(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    hang = f"import os, pathlib, time; pathlib.Path({str(pid_file)!r}).write_text(str(os.getpid())); time.sleep(600)"
+    with pytest.raises(SweepError, match=r"did not finish within 2 s; killed it"):
+        sweep.run_tool([sys.executable, "-c", hang], tmp_path, timeout=2)
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):  # killed and reaped, not left running
+        os.kill(pid, 0)
+
+
+def test_a_hung_poll_is_killed_retried_and_the_sweep_finishes(
+    tmp_path: Path, params: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    fake = FakeDvc()
+    polls_seen = 0
+
+    def hang_first_poll(argv: Sequence[str], repo: Path, timeout: float | None = None) -> str:
+        nonlocal polls_seen
+        if list(argv[:3]) == ["dvc", "exp", "show"] and fake.queued:
+            polls_seen += 1
+            if polls_seen == 1:
+                fake.calls.append(list(argv))
+                fake.timeouts.append(timeout)
+                raise SweepError(f"`dvc exp show --json` did not finish within {timeout:.0f} s; killed it")
+        return fake(argv, repo, timeout)
+
+    monkeypatch.setattr(sweep, "run_tool", hang_first_poll)
+    monkeypatch.setattr(sweep, "POLL_SECONDS", 0)
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = sweep.run_sweep(tmp_path, {"strategy": ["scratch"]})
+    assert [row["status"] for row in result.rows] == [SUCCESS]
+    assert polls_seen >= 2  # the hung poll, then the ones that saw the experiment finish
+    polls = [t for call, t in zip(fake.calls, fake.timeouts, strict=True) if call[:3] == ["dvc", "exp", "show"]]
+    assert polls[1:] and set(polls[1:]) == {sweep.POLL_CALL_SECONDS}  # every poll is bounded
+
+
 def test_add_arguments_defaults() -> None:
     parser = argparse.ArgumentParser()
     sweep.add_arguments(parser)
@@ -422,8 +461,13 @@ def test_sweep_end_to_end(baseline: Project, record_property: Any) -> None:
     command = [sys.executable, "-c", "import sys; from signflow.sweep import main; sys.exit(main(sys.argv[1:]))",
                "-S", "strategy=scratch,full", "-S", "unknown.enabled=false", "--jobs", "2",
                "--timeout", str(SWEEP_TIMEOUT)]
-    proc = subprocess.run(command, cwd=baseline.root, env=baseline.env, capture_output=True, text=True,
-                          timeout=PROCESS_TIMEOUT, check=False)
+    try:
+        proc = subprocess.run(command, cwd=baseline.root, env=baseline.env, capture_output=True, text=True,
+                              timeout=PROCESS_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired as err:  # the sweep outlived its own --timeout: show where it was
+        stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or ""
+        queue = baseline.dvc("queue", "status", check=False)
+        pytest.fail(f"sweep still running after {PROCESS_TIMEOUT} s:\n{stderr[-3000:]}\n{queue.stdout}{queue.stderr}")
     record_property("sweep_seconds", round(time.monotonic() - started, 1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Two points, run side by side: the grid's product and order are unit-tested above (CI time).

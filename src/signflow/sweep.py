@@ -62,6 +62,11 @@ DEFAULT_OUT = Path("sweeps/sweep.md")
 DEFAULT_SORT = "test.accuracy"
 DEFAULT_JOBS = 1
 POLL_SECONDS = 5.0  # between `dvc exp show --json` calls while waiting
+# Every dvc/git call is bounded, so a wedged one cannot outlast --timeout: a poll that hangs (DVC's
+# `exp show` has blocked beside running queue workers, treeverse/dvc#8762) is killed and counts as a
+# failed poll; other calls (queueing, starting workers, reading a log) get a generous bound.
+POLL_CALL_SECONDS = 120.0
+TOOL_CALL_SECONDS = 600.0
 MAX_POLL_FAILURES = 5  # consecutive failed polls (e.g. a git lock held by a worker) before giving up
 FALLBACK_TAIL_LINES = 3  # log lines kept as a failed point's error when no exception line is found
 MAX_TAIL_LINES = 8  # cap on the lines kept from the last exception line onwards
@@ -548,8 +553,12 @@ def log_tail(text: str) -> str:
 # ------------------------------------------------------------------ running DVC
 
 
-def run_tool(argv: Sequence[str], repo: Path) -> str:
-    """Run ``argv`` (dvc or git from this venv first) in ``repo``; its stdout, or a one-line SweepError."""
+def run_tool(argv: Sequence[str], repo: Path, timeout: float = TOOL_CALL_SECONDS) -> str:
+    """Run ``argv`` (dvc or git from this venv first) in ``repo``; its stdout, or a one-line SweepError.
+
+    A command still running after ``timeout`` seconds is killed (DVC's locks note a dead holder and
+    drop it) and reported as a SweepError.
+    """
     env = command_env()
     executable = shutil.which(argv[0], path=env["PATH"])
     shown = " ".join(argv)
@@ -559,7 +568,11 @@ def run_tool(argv: Sequence[str], repo: Path) -> str:
     # Files, not pipes: `dvc queue start` daemonises workers that inherit its output handles, and reading
     # a pipe to EOF would wait until those workers exit, i.e. until the whole queue has run.
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        proc = subprocess.run([executable, *argv[1:]], cwd=repo, env=env, stdout=out, stderr=err, check=False)
+        try:
+            proc = subprocess.run([executable, *argv[1:]], cwd=repo, env=env, stdout=out, stderr=err,
+                                  timeout=timeout, check=False)
+        except subprocess.TimeoutExpired:
+            raise SweepError(f"`{shown}` did not finish within {timeout:.0f} s; killed it") from None
         stdout, stderr = (_read_all(handle) for handle in (out, err))
     if proc.returncode != 0:
         message = " ".join((stderr.strip() or stdout.strip() or "(no output)").split())
@@ -572,8 +585,11 @@ def _read_all(handle: IO[str]) -> str:
     return handle.read()
 
 
-def exp_show(repo: Path) -> list[dict[str, Any]]:
-    out = run_tool(["dvc", "exp", "show", "--json"], repo)
+def exp_show(repo: Path, timeout: float = TOOL_CALL_SECONDS) -> list[dict[str, Any]]:
+    """The experiments table. ``--no-fetch``: without it, every call git-fetches the refs of running
+    experiments from their temporary workspaces under DVC's experiment lock, racing the workers; a
+    finished experiment's refs and metrics are in the repository anyway, and that is all a sweep reads."""
+    out = run_tool(["dvc", "exp", "show", "--json", "--no-fetch"], repo, timeout=timeout)
     try:
         return json.loads(out or "[]")
     except json.JSONDecodeError:
@@ -614,8 +630,8 @@ def wait_for(names: Sequence[str], repo: Path, baseline: str, timeout: float | N
     with tqdm(total=len(names), desc="sweep", unit="exp") as bar:
         while True:
             try:
-                states, failures = experiment_states(exp_show(repo), baseline), 0
-            except SweepError as err:  # e.g. a worker holds a git lock for a moment
+                states, failures = experiment_states(exp_show(repo, timeout=POLL_CALL_SECONDS), baseline), 0
+            except SweepError as err:  # e.g. a worker holds a git lock for a moment, or the poll hung
                 failures += 1
                 if failures >= MAX_POLL_FAILURES:
                     raise
