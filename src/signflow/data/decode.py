@@ -7,8 +7,8 @@ the stage's memory stays flat however many images there are.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import pandas as pd

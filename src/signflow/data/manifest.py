@@ -7,9 +7,9 @@ trained on, in val/test only, label index ``HELDOUT_LABEL_IDX``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 

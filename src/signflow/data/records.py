@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Collection, Iterable, Iterator
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Collection, Iterable, Iterator
 
 import pandas as pd
 

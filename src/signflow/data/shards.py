@@ -14,9 +14,9 @@ from __future__ import annotations
 import logging
 import zipfile
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Sequence
 
 from tqdm import tqdm
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import zlib
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -59,7 +59,7 @@ def group_split(
         raise ValueError(f"groups ({len(groups)}) and strata ({len(strata)}) differ in length")
     sizes: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     stratum_of: dict[str, str] = {}
-    for group, stratum in zip(groups, strata):
+    for group, stratum in zip(groups, strata, strict=True):
         if stratum_of.setdefault(group, stratum) != stratum:
             raise ValueError(f"group {group!r} spans strata {stratum_of[group]!r} and {stratum!r}")
         sizes[stratum][group] += 1
@@ -91,7 +91,7 @@ def split_records(
     groups = [r.group if by_track else r.path for r in records]
     names = group_split(groups, [r.class_id for r in records], fractions, seed)
     out: dict[str, list[RawRecord]] = {name: [] for name in fractions}
-    for record, name in zip(records, names):
+    for record, name in zip(records, names, strict=True):
         out[name].append(record)
     return out
 

@@ -59,5 +59,6 @@ def describe(summary: Mapping) -> str:
     ]
     for name, split in summary["splits"].items():
         labels = ", ".join(f"{k} {v}" for k, v in split["per_label"].items())
-        lines.append(f"{name}: {split['images']} images, {split['tracks']} tracks ({labels}; roles {split['per_role']})")
+        counts = f"{split['images']} images, {split['tracks']} tracks"
+        lines.append(f"{name}: {counts} ({labels}; roles {split['per_role']})")
     return "\n".join(lines)

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from functools import partial
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -86,7 +86,7 @@ def sample_balanced(
         by_class[record.class_id].append(record)
     quotas = water_fill([len(by_class[c]) for c in class_ids], max_images)
     chosen: list[RawRecord] = []
-    for class_id, quota in zip(class_ids, quotas):
+    for class_id, quota in zip(class_ids, quotas, strict=True):
         chosen.extend(_interleave_tracks(by_class[class_id], rng)[:quota])
     log.info("sampled %d images from %d classes (budget %d)", len(chosen), len(class_ids), max_images)
     return chosen

@@ -9,13 +9,12 @@ on a ``CANVAS`` px canvas, and only ``render`` degrades it.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
-
 
 # --- drawing geometry ----------------------------------------------------------
 CANVAS = 128  # px side of the clean drawing; outputs are at most ~90 % of 96 px, so it is only ever shrunk

@@ -10,7 +10,6 @@ import math
 
 from signflow.data.sources.synthetic.draw import Color
 
-
 # --- randomisation ranges -------------------------------------------------------
 # Frame sizes: GTSRB sides are skewed small (most 25-60 px); a track grows as the car approaches.
 SIZE_BETA = (1.8, 4.0)  # Beta(a, b) over [min_size, max_size] for a track's middle frame

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Collection, Iterator, Sequence
 
 import cv2
 import numpy as np
@@ -25,14 +25,76 @@ from signflow.config import MIN_SYNTHETIC_SIDE, SyntheticConfig
 from signflow.data.records import RawRecord
 from signflow.data.sources.synthetic.draw import CANVAS, SHIFT_BITS, UNIT_PX, SignSpec
 from signflow.data.sources.synthetic.ranges import (
-    ASPECT_JITTER, BG_DRIFT, BG_RES, BG_ZOOM, BLUR_SIGMA, CAMERA_DISTANCE, CENTER_JITTER, CHROMA_SHIFT, COLOR_SPREAD,
-    CONTRAST, DIRT, DIRT_CELLS, DIRT_COLOR, DIRT_TEXTURE, FRAME_ANGLE_JITTER, FRAME_BLUR_JITTER, FRAME_GAIN_STD,
-    FRAME_MOTION_JITTER, GAIN_LOG_MEAN, GAIN_LOG_STD, GAIN_RANGE, GAMMA, HUE_SHIFT_STD, JPEG_QUALITY, LEAF_COLOR,
-    LEAF_SHADE, LEAF_SIZE, LEAF_SPREAD, LEAVES, MARGIN_FRACTION, MARGIN_MAX_FRACTION, MARGIN_MIN_PX, MIN_BLUR_SIGMA,
-    MIN_MIP_SIDE, MIP_OVERSAMPLE, MOTION_ANGLE_STD, MOTION_LENGTH, MOTION_PROB, MOTION_REF_SIZE, NOISE_SIGMA,
-    OCCLUDER_DRIFT, OCCLUDER_REACH, OCCLUDER_SIZE, OCCLUDE_PROB, PITCH_MAX, PITCH_STD, PLATE_GAP, PLATE_GREY,
-    PLATE_HALF_WIDTH, PLATE_PROB, POLE_GREY, POLE_PROB, POLE_TOP, POLE_WIDTH, ROLL_MAX, ROLL_STD, SATURATION, SHADING,
-    SHARPEN_AMOUNT, SHARPEN_SIGMA, SIGN_GAIN, SIZE_BETA, SUPERSAMPLE, TINT_STD, TRACK_GROWTH, VALUE, WARMTH_STD, YAW_DRIFT, YAW_MAX, YAW_STD,
+    ASPECT_JITTER,
+    BG_DRIFT,
+    BG_RES,
+    BG_ZOOM,
+    BLUR_SIGMA,
+    CAMERA_DISTANCE,
+    CENTER_JITTER,
+    CHROMA_SHIFT,
+    COLOR_SPREAD,
+    CONTRAST,
+    DIRT,
+    DIRT_CELLS,
+    DIRT_COLOR,
+    DIRT_TEXTURE,
+    FRAME_ANGLE_JITTER,
+    FRAME_BLUR_JITTER,
+    FRAME_GAIN_STD,
+    FRAME_MOTION_JITTER,
+    GAIN_LOG_MEAN,
+    GAIN_LOG_STD,
+    GAIN_RANGE,
+    GAMMA,
+    HUE_SHIFT_STD,
+    JPEG_QUALITY,
+    LEAF_COLOR,
+    LEAF_SHADE,
+    LEAF_SIZE,
+    LEAF_SPREAD,
+    LEAVES,
+    MARGIN_FRACTION,
+    MARGIN_MAX_FRACTION,
+    MARGIN_MIN_PX,
+    MIN_BLUR_SIGMA,
+    MIN_MIP_SIDE,
+    MIP_OVERSAMPLE,
+    MOTION_ANGLE_STD,
+    MOTION_LENGTH,
+    MOTION_PROB,
+    MOTION_REF_SIZE,
+    NOISE_SIGMA,
+    OCCLUDE_PROB,
+    OCCLUDER_DRIFT,
+    OCCLUDER_REACH,
+    OCCLUDER_SIZE,
+    PITCH_MAX,
+    PITCH_STD,
+    PLATE_GAP,
+    PLATE_GREY,
+    PLATE_HALF_WIDTH,
+    PLATE_PROB,
+    POLE_GREY,
+    POLE_PROB,
+    POLE_TOP,
+    POLE_WIDTH,
+    ROLL_MAX,
+    ROLL_STD,
+    SATURATION,
+    SHADING,
+    SHARPEN_AMOUNT,
+    SHARPEN_SIGMA,
+    SIGN_GAIN,
+    SIZE_BETA,
+    SUPERSAMPLE,
+    TINT_STD,
+    TRACK_GROWTH,
+    VALUE,
+    WARMTH_STD,
+    YAW_DRIFT,
+    YAW_MAX,
+    YAW_STD,
 )
 from signflow.data.sources.synthetic.scene import _palette, _scene, _smooth_noise
 from signflow.data.sources.synthetic.signs import resolve_sign
@@ -405,7 +467,7 @@ def render_dataset(
     out_dir = Path(out_dir)
     jobs = [
         _TrackJob(out_dir, str(c), t, config)
-        for c, spec in zip(class_ids, specs)
+        for c, spec in zip(class_ids, specs, strict=True)
         for t in range(config.tracks_for(id(spec) in target_specs))
     ]
     records: list[RawRecord] = []

@@ -7,18 +7,44 @@ part: it needs only the ``ranges`` and a random generator.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
-from typing import Callable, Mapping, Sequence
 
 import cv2
 import numpy as np
 
 from signflow.data.sources.synthetic.draw import Color
 from signflow.data.sources.synthetic.ranges import (
-    BACKGROUND_WEIGHTS, BG_RES, CLOUD_CELLS, CLOUD_STRENGTH, CLUTTER_GREY, CLUTTER_LINES, CLUTTER_TINT, CLUTTER_WIDTH,
-    COLOR_SPREAD, FOLIAGE_DARK, FOLIAGE_HOLE_CELLS, FOLIAGE_HOLE_LEVEL, FOLIAGE_HOLE_SOFTNESS, FOLIAGE_LIGHT,
-    FOLIAGE_OCTAVES, HORIZON, OPENING_SHADE, OPENING_SIZE, ROAD_CELLS, ROAD_COLOR, SKYLINE_CELLS, SKYLINE_HEIGHT,
-    SKYLINE_ROUGHNESS, SKY_BRIGHTNESS, SKY_COLORS, SKY_GRADIENT, TREELINE_PROB, WALL_BLUR, WALL_COLORS, WALL_OPENINGS,
+    BACKGROUND_WEIGHTS,
+    BG_RES,
+    CLOUD_CELLS,
+    CLOUD_STRENGTH,
+    CLUTTER_GREY,
+    CLUTTER_LINES,
+    CLUTTER_TINT,
+    CLUTTER_WIDTH,
+    COLOR_SPREAD,
+    FOLIAGE_DARK,
+    FOLIAGE_HOLE_CELLS,
+    FOLIAGE_HOLE_LEVEL,
+    FOLIAGE_HOLE_SOFTNESS,
+    FOLIAGE_LIGHT,
+    FOLIAGE_OCTAVES,
+    HORIZON,
+    OPENING_SHADE,
+    OPENING_SIZE,
+    ROAD_CELLS,
+    ROAD_COLOR,
+    SKY_BRIGHTNESS,
+    SKY_COLORS,
+    SKY_GRADIENT,
+    SKYLINE_CELLS,
+    SKYLINE_HEIGHT,
+    SKYLINE_ROUGHNESS,
+    TREELINE_PROB,
+    WALL_BLUR,
+    WALL_COLORS,
+    WALL_OPENINGS,
     WALL_TEXTURE,
 )
 
@@ -95,7 +121,7 @@ _BACKGROUNDS: Mapping[str, Callable[[np.random.Generator, int], np.ndarray]] = M
 
 def _scene(rng: np.random.Generator) -> np.ndarray:
     """A BG_RES square uint8 BGR backdrop with a few wires, branches or edges."""
-    kinds, weights = zip(*BACKGROUND_WEIGHTS)
+    kinds, weights = zip(*BACKGROUND_WEIGHTS, strict=True)
     kind = kinds[int(rng.choice(len(kinds), p=np.array(weights) / sum(weights)))]
     scene = np.clip(_BACKGROUNDS[kind](rng, BG_RES) * 255, 0, 255).astype(np.uint8)
     for _ in range(int(rng.integers(*CLUTTER_LINES, endpoint=True))):

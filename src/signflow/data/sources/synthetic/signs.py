@@ -7,15 +7,48 @@ fixing a sign touches no drawing or rendering code.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Mapping
 
 from signflow.data.sources.synthetic.draw import (
-    AMBER, BLACK, DIAMOND, DIAMOND_FIELD, DISC, GREEN, GREY, OCTAGON, RED, RIM, TRIANGLE_BORDER, TRIANGLE_DOWN, WHITE,
-    YELLOW, Layer, SignSpec, arc, arrow, bumps, car_rear, car_side, disc, end_of, extend, fill, line, mandatory, mirror,
-    person, poly, prohibitory, rect, speed_digits, text, truck_rear, truck_side, warning,
+    AMBER,
+    BLACK,
+    DIAMOND,
+    DIAMOND_FIELD,
+    DISC,
+    GREEN,
+    GREY,
+    OCTAGON,
+    RED,
+    RIM,
+    TRIANGLE_BORDER,
+    TRIANGLE_DOWN,
+    WHITE,
+    YELLOW,
+    Layer,
+    SignSpec,
+    arc,
+    arrow,
+    bumps,
+    car_rear,
+    car_side,
+    disc,
+    end_of,
+    extend,
+    fill,
+    line,
+    mandatory,
+    mirror,
+    person,
+    poly,
+    prohibitory,
+    rect,
+    speed_digits,
+    text,
+    truck_rear,
+    truck_side,
+    warning,
 )
-
 
 _TURN_RIGHT = [(-0.22, 0.62), *arc((0.08, 0.05), 0.3, 180, 270), (0.6, -0.25)]
 _KEEP_RIGHT = [(-0.42, -0.42), (0.38, 0.38)]
