@@ -13,7 +13,15 @@ import pytest
 
 from signflow.config import ConfigError, SyntheticConfig
 from signflow.data.sources.synthetic import SIGN_TYPES, render_dataset, render_sign, resolve_sign
-from signflow.data.sources.synthetic.render import _sensor, _track_style
+from signflow.data.sources.synthetic.ranges import PLATE_BLUE_SHARE, PLATE_PROB
+from signflow.data.sources.synthetic.render import (
+    PLATE_BLUE,
+    PLATE_WHITE,
+    _plate,
+    _render_frame,
+    _sensor,
+    _track_style,
+)
 
 TARGETS = ("12", "13", "14", "17")
 BLUE_SIGNS = ("33", "35", "38")
@@ -159,3 +167,28 @@ def test_in_camera_sharpening_adds_edge_energy_and_nothing_else() -> None:
     (flat, flat_mean), (sharp, sharp_mean) = edges(0.0), edges(1.5)
     assert sharp > 1.5 * flat
     assert abs(sharp_mean - flat_mean) < 3
+
+
+@pytest.mark.parametrize("kind", [PLATE_BLUE, PLATE_WHITE])
+def test_a_plate_shows_in_its_colour_below_the_sign_only(kind: str) -> None:
+    """Real tracks have a blue "P" or a white plate under the sign: it shows in the bottom margin, nowhere else."""
+    size = 64
+    style = _track_style(resolve_sign("12"), np.random.default_rng(3), ((size, size),))
+    style = dataclasses.replace(style, pole=None, occluder=None, angles=(0.0, 0.0, 0.0), yaw_drift=0.0)
+    bare, _ = _render_frame(dataclasses.replace(style, plate=None), np.random.default_rng(4), 0)
+    plated, _ = _render_frame(dataclasses.replace(style, plate=kind), np.random.default_rng(4), 0)
+    changed = np.abs(plated.astype(int) - bare.astype(int)).max(axis=2) > 12
+    rows = np.nonzero(changed.any(axis=1))[0]
+    assert rows.size and rows.min() >= size // 2, "the sign and everything above it are untouched"
+    bottom = (slice(size - 3, size), slice(size // 3, 2 * size // 3))  # the plate's middle, in the margin
+    (b0, g0, r0), (b1, g1, r1) = bare[bottom].reshape(-1, 3).mean(0), plated[bottom].reshape(-1, 3).mean(0)
+    if kind == PLATE_BLUE:
+        assert (b1 - r1) > (b0 - r0) + 20, "a blue plate makes the margin bluer"
+    else:
+        assert min(b1, g1, r1) > min(b0, g0, r0) + 20 and abs(b1 - r1) < 40, "a white plate: light and grey"
+
+
+def test_one_draw_picks_the_plate_so_other_draws_do_not_move() -> None:
+    blue_below = PLATE_PROB * PLATE_BLUE_SHARE
+    assert [_plate(x) for x in (0.0, blue_below - 1e-9, blue_below, PLATE_PROB - 1e-9, PLATE_PROB, 1.0)] == [
+        PLATE_BLUE, PLATE_BLUE, PLATE_WHITE, PLATE_WHITE, None, None]

@@ -114,10 +114,15 @@ POLE_PROB = 0.5
 POLE_GREY = (0.3, 0.7)
 POLE_WIDTH = (0.05, 0.1)  # fraction of the sign width
 POLE_TOP = 0.9  # canvas fraction where the pole leaves the sign (hidden behind it)
-PLATE_PROB = 0.15  # a supplementary plate below the sign
+PLATE_PROB = 0.15  # a supplementary plate below the sign, under signs of every type
+PLATE_BLUE_SHARE = 0.5  # of those, blue information plates (parking "P") rather than white text plates:
+# real GTSRB tracks have a blue "P" under priority-road diamonds, which a model never shown one
+# files under "unknown", whose source signs are the blue ones
 PLATE_GREY = 0.8
-PLATE_GAP = 0.15  # below the sign's bottom, fraction of the sign width
+PLATE_GAP = 0.1  # from the pole top (inside the sign) to the plate: it starts just below the sign
 PLATE_HALF_WIDTH = 0.45  # fraction of the sign width
+PLATE_HEIGHT = 0.6  # fraction of the sign width; the pole continues below
+PLATE_GLYPH = 0.6  # glyph ("P", or a text line) height, fraction of the plate's height
 # Occluders: a clump of leaves coming in from the frame edge.
 OCCLUDE_PROB = 0.15
 OCCLUDER_REACH = (0.3, 0.5)  # clump centre's distance from the frame centre, fraction of the frame

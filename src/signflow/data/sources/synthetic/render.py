@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from signflow.config import MIN_SYNTHETIC_SIDE, SyntheticConfig
 from signflow.data.records import RawRecord
-from signflow.data.sources.synthetic.draw import CANVAS, SHIFT_BITS, UNIT_PX, SignSpec
+from signflow.data.sources.synthetic.draw import BLACK, BLUE, CANVAS, SHIFT_BITS, UNIT_PX, WHITE, SignSpec
 from signflow.data.sources.synthetic.ranges import (
     ASPECT_JITTER,
     BG_DRIFT,
@@ -71,9 +71,12 @@ from signflow.data.sources.synthetic.ranges import (
     OCCLUDER_SIZE,
     PITCH_MAX,
     PITCH_STD,
+    PLATE_BLUE_SHARE,
     PLATE_GAP,
+    PLATE_GLYPH,
     PLATE_GREY,
     PLATE_HALF_WIDTH,
+    PLATE_HEIGHT,
     PLATE_PROB,
     POLE_GREY,
     POLE_PROB,
@@ -134,7 +137,7 @@ class _TrackStyle:
     noise_sigma: float
     sharpen: float  # unsharp-mask amount of the camera's processing
     pole: tuple[float, float] | None  # (grey level, width as a fraction of the sign) or no pole
-    plate: bool
+    plate: str | None  # PLATE_WHITE, PLATE_BLUE or no plate
     occluder: _Occluder | None
     sizes: tuple[tuple[int, int], ...]  # (width, height) per frame
 
@@ -190,6 +193,16 @@ def _occluder(rng: np.random.Generator) -> _Occluder | None:
     return _Occluder(center, axes, int(rng.integers(2**31)), color)
 
 
+PLATE_WHITE, PLATE_BLUE = "white", "blue"
+
+
+def _plate(draw: float) -> str | None:
+    """The track's plate from one uniform draw (so adding plate colours left every other draw as it was)."""
+    if draw >= PLATE_PROB:
+        return None
+    return PLATE_BLUE if draw < PLATE_PROB * PLATE_BLUE_SHARE else PLATE_WHITE
+
+
 def _track_style(spec: SignSpec, rng: np.random.Generator, sizes: tuple[tuple[int, int], ...]) -> _TrackStyle:
     face, mask = spec.draw()
     motion = (rng.uniform(*MOTION_LENGTH), rng.normal(0, MOTION_ANGLE_STD)) if rng.random() < MOTION_PROB else (0, 0)
@@ -217,7 +230,7 @@ def _track_style(spec: SignSpec, rng: np.random.Generator, sizes: tuple[tuple[in
         noise_sigma=float(rng.uniform(*NOISE_SIGMA)),
         sharpen=float(rng.uniform(*SHARPEN_AMOUNT)),
         pole=pole,
-        plate=bool(rng.random() < PLATE_PROB),
+        plate=_plate(float(rng.random())),
         occluder=_occluder(rng),
         sizes=sizes,
     )
@@ -285,11 +298,26 @@ def _props(style: _TrackStyle, frame: np.ndarray, homography: np.ndarray, sign_p
         grey, width = style.pole
         x = int(bottom[0])
         cv2.line(frame, (x, int(bottom[1])), (x, h), (grey, grey, grey), max(1, round(width * sign_px)), cv2.LINE_AA)
-    if style.plate:
-        top = int(bottom[1] + PLATE_GAP * sign_px)
-        half = int(PLATE_HALF_WIDTH * sign_px)
-        x = int(bottom[0])
-        cv2.rectangle(frame, (x - half, top), (x + half, h), (PLATE_GREY,) * 3, -1, cv2.LINE_AA)
+    if style.plate is not None:
+        _draw_plate(frame, style.plate, int(bottom[0]), int(bottom[1] + PLATE_GAP * sign_px), sign_px)
+
+
+def _draw_plate(frame: np.ndarray, kind: str, x: int, top: int, sign_px: float) -> None:
+    """A supplementary plate centred at ``x`` below the sign: blue with a white "P", or white with a text line."""
+    half, height = int(PLATE_HALF_WIDTH * sign_px), int(PLATE_HEIGHT * sign_px)
+    blue = kind == PLATE_BLUE
+    field = tuple(c / 255 for c in BLUE) if blue else (PLATE_GREY,) * 3
+    ink = tuple(c / 255 for c in (WHITE if blue else BLACK))
+    cv2.rectangle(frame, (x - half, top), (x + half, top + height), field, -1, cv2.LINE_AA)
+    glyph = max(1, int(PLATE_GLYPH * height))
+    if blue:  # a "P": stem and bowl (cv2.putText draws on uint8 only; the frame is float)
+        stroke, left, glyph_top = max(1, glyph // 5), x - glyph // 4, top + (height - glyph) // 2
+        cv2.line(frame, (left, glyph_top), (left, glyph_top + glyph), ink, stroke, cv2.LINE_AA)
+        bowl = (left, glyph_top + glyph // 4)
+        cv2.ellipse(frame, bowl, (glyph // 3, glyph // 4), 0, -90, 90, ink, stroke, cv2.LINE_AA)
+    else:
+        middle = top + height // 2
+        cv2.line(frame, (x - half * 2 // 3, middle), (x + half * 2 // 3, middle), ink, max(1, glyph // 3), cv2.LINE_AA)
 
 
 def _occlude(frame: np.ndarray, occluder: _Occluder, rng: np.random.Generator) -> None:
