@@ -417,7 +417,7 @@ def test_a_hung_poll_is_killed_retried_and_the_sweep_finishes(
             if polls_seen == 1:
                 fake.calls.append(list(argv))
                 fake.timeouts.append(timeout)
-                raise SweepError(f"`dvc exp show --json` did not finish within {timeout:.0f} s; killed it")
+                raise SweepError(f"`{' '.join(argv)}` did not finish within {timeout:.0f} s; killed it")
         return fake(argv, repo, timeout)
 
     monkeypatch.setattr(sweep, "run_tool", hang_first_poll)
@@ -426,8 +426,9 @@ def test_a_hung_poll_is_killed_retried_and_the_sweep_finishes(
     result = sweep.run_sweep(tmp_path, {"strategy": ["scratch"]})
     assert [row["status"] for row in result.rows] == [SUCCESS]
     assert polls_seen >= 2  # the hung poll, then the ones that saw the experiment finish
-    polls = [t for call, t in zip(fake.calls, fake.timeouts, strict=True) if call[:3] == ["dvc", "exp", "show"]]
-    assert polls[1:] and set(polls[1:]) == {sweep.POLL_CALL_SECONDS}  # every poll is bounded
+    shows = [(call, t) for call, t in zip(fake.calls, fake.timeouts, strict=True) if call[:3] == ["dvc", "exp", "show"]]
+    assert len(shows) > 1 and {t for _, t in shows[1:]} == {sweep.POLL_CALL_SECONDS}  # every poll is bounded
+    assert all("--no-fetch" in call for call, _ in shows)  # no git fetch from running experiments' workspaces
 
 
 def test_add_arguments_defaults() -> None:
