@@ -110,10 +110,26 @@ def measure_model(workdir: Path) -> dict[str, float]:
     return {"weights_mb": round(weights / 2**20, 2), "inference_img_s": round(len(images) / seconds, 1)}
 
 
+def reset_params(workdir: Path) -> None:
+    """Put back the committed params.yaml before the next ``-S``.
+
+    A workspace ``dvc exp run`` leaves its ``-S`` values in params.yaml, so without
+    this every run would inherit the previous runs' overrides (``train.lr=0.003`` of
+    the small CNN, the fine-tuning epochs) wherever it does not set the key itself.
+    """
+    run(["git", "checkout", "HEAD", "--", "params.yaml"], workdir)
+
+
+def run_experiment(workdir: Path, sets: list[str]) -> None:
+    """One workspace experiment from the committed params plus exactly ``sets``."""
+    reset_params(workdir)
+    run(["dvc", "exp", "run", *[a for o in sets for a in ("-S", o)]], workdir)
+
+
 def one_run(workdir: Path, config: tuple[str, str, list[str]], unknown: str, seed: int, epochs: int | None) -> dict:
     strategy, backbone, extra = config
     sets = overrides(strategy, backbone, extra, unknown, seed, epochs)
-    run(["dvc", "exp", "run", *[a for o in sets for a in ("-S", o)]], workdir)
+    run_experiment(workdir, sets)
     train = json.loads((workdir / "metrics" / "train.json").read_text())
     timings = json.loads((workdir / paths.TRAIN_TIMINGS).read_text())
     evaluate = json.loads((workdir / "metrics" / "evaluate.json").read_text())
