@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterable, Mapping
@@ -46,6 +47,31 @@ class Project:
     def dvc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         return self.run("dvc", *args, check=check)
 
+    def start_queue(self, jobs: int) -> None:
+        """``dvc queue start -j jobs``, its output in a file beside the project, not a pipe.
+
+        The workers it daemonises inherit its output handles: reading a pipe to EOF waits until they
+        exit, and a worker that missed its shutdown message never does (seen in CI: 600 s, then a timeout).
+        """
+        log_path = self.root.parent / "queue-start.log"
+        with log_path.open("w") as out:
+            proc = subprocess.run(["dvc", "queue", "start", "-j", str(jobs)], cwd=self.root, env=self.env,
+                                  stdout=out, stderr=subprocess.STDOUT, timeout=DVC_TIMEOUT)
+        if proc.returncode:
+            pytest.fail(f"dvc queue start failed ({proc.returncode}):\n{log_path.read_text()}")
+
+    def stop_queue(self) -> None:
+        """Stop the queue's workers, killing those ``dvc queue stop --kill`` leaves behind.
+
+        A worker whose "empty queue" shutdown came while it still ran a task stays idle for ever, and
+        DVC no longer counts it as a worker; its pid file still names it.
+        """
+        self.dvc("queue", "stop", "--kill", check=False)
+        for pid_file in (self.root / ".dvc" / "tmp" / "exps" / "celery").glob("dvc-exp-worker-*.pid"):
+            text = pid_file.read_text().strip()
+            if text.isdigit() and _is_queue_worker(int(text)):
+                os.kill(int(text), signal.SIGKILL)
+
     def status(self, *targets: str) -> dict[str, Any]:
         """``dvc status --json --with-deps`` of ``targets``: the stale stages, ``{}`` when none."""
         return json.loads(self.dvc("status", "--json", "--with-deps", *targets).stdout or "{}")
@@ -55,6 +81,14 @@ class Project:
 
     def set_params(self, params: dict[str, Any]) -> None:
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def _is_queue_worker(pid: int) -> bool:
+    """Whether ``pid`` is still a running ``dvc exp queue-worker`` (and not a reused pid)."""
+    try:
+        return b"queue-worker" in Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return False
 
 
 def copy_project(

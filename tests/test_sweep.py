@@ -469,6 +469,8 @@ def test_sweep_end_to_end(baseline: Project, record_property: Any) -> None:
         stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or ""
         queue = baseline.dvc("queue", "status", check=False)
         pytest.fail(f"sweep still running after {PROCESS_TIMEOUT} s:\n{stderr[-3000:]}\n{queue.stdout}{queue.stderr}")
+    finally:
+        baseline.stop_queue()  # no worker outlives the test
     record_property("sweep_seconds", round(time.monotonic() - started, 1))
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Two points, run side by side: the grid's product and order are unit-tested above (CI time).

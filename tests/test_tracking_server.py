@@ -176,11 +176,11 @@ def test_two_queue_workers_log_one_named_run_each_and_share_the_cores(
     names = {"q-lr-high": "0.01", "q-lr-low": "0.003"}  # both differ from the baseline: both train
     for name, lr in names.items():
         proj.dvc("exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}")
-    proj.dvc("queue", "start", "-j", "2")
     try:
+        proj.start_queue(2)
         _wait_for_queue(proj, set(names))
     finally:
-        proj.dvc("queue", "stop", "--kill", check=False)
+        proj.stop_queue()
     client = MlflowClient(tracking_uri=server.uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.dvc_experiment != ''")
