@@ -1,4 +1,4 @@
-"""benchmarks/results_table.py: every run starts from the committed params, not the previous run's."""
+"""benchmarks/results_table.py: each run starts from the committed params (not the last run's) and stops at evaluate."""
 
 from __future__ import annotations
 
@@ -13,10 +13,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 import results_table  # noqa: E402
 
 DVC_YAML = """stages:
-  echo:
+  evaluate:
     cmd: python -c "import shutil; shutil.copy('params.yaml', 'seen.yaml')"
     params: [train.lr, train.seed, strategy]
     outs: [seen.yaml]
+  export:
+    cmd: python -c "import shutil; shutil.copy('seen.yaml', 'exported.yaml')"
+    deps: [seen.yaml]
+    outs: [exported.yaml]
 """
 
 
@@ -37,3 +41,9 @@ def test_a_run_does_not_inherit_the_previous_runs_overrides(dvc_repo: Path) -> N
     results_table.run_experiment(dvc_repo, ["strategy=full", "train.seed=1"])
     seen = yaml.safe_load((dvc_repo / "seen.yaml").read_text())
     assert seen == {"strategy": "full", "train": {"lr": 0.001, "seed": 1}}
+
+
+def test_a_run_stops_at_evaluate(dvc_repo: Path) -> None:
+    results_table.run_experiment(dvc_repo, ["strategy=full"])
+    assert (dvc_repo / "seen.yaml").exists()
+    assert not (dvc_repo / "exported.yaml").exists()
