@@ -2,9 +2,9 @@
 
 Builds a throw-away git+DVC copy of this project, switches it to the real-data
 recipe (``signflow preset gtsrb``: the shared GTSRB subset as a local mirror,
-split 80/10/10), then runs one ``dvc exp run -S ...`` per configuration, exactly
-as a user would, one after the other (2 cores: parallel runs would only slow
-each other). After each run it reads ``metrics/train.json``,
+split 80/10/10), then runs one ``dvc exp run -S ... evaluate`` per configuration,
+exactly as a user would, one after the other (2 cores: parallel runs would only
+slow each other). After each run it reads ``metrics/train.json``,
 ``metrics/timings/train.json`` and ``metrics/evaluate.json`` and measures the
 trained ``models/best.pt``: weight size and inference images/s on the test
 split. Writes ``reports/results.md`` (mean and spread over seeds, then every
