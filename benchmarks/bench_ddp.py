@@ -1,6 +1,6 @@
 """Distributed training throughput: 1 process x 2 threads vs 2 DDP processes x 1 thread on this machine.
 
-Both are ``signflow.train.fit`` for the same epochs on the real GTSRB subset
+Both are ``signflow.training.loop.fit`` for the same epochs on the real GTSRB subset
 (``strategy: full``, params.yaml backbone and weights, global batch size, image
 size, channels_last), same seed:
 
@@ -37,11 +37,11 @@ from typing import Any
 
 import torch
 
-from signflow import distributed
 from signflow.config import Config
-from signflow.experiment import build_model, checkpoint_meta
 from signflow.runtime import configure_runtime
-from signflow.train import fit
+from signflow.training import distributed
+from signflow.training.loop import fit
+from signflow.training.stage import build_model, checkpoint_meta
 
 import common
 

@@ -1,6 +1,6 @@
 """Linear strategy: cached backbone features vs running the frozen backbone every epoch.
 
-Both runs are ``signflow.train.fit`` with ``strategy: linear`` on the decoded
+Both runs are ``signflow.training.loop.fit`` with ``strategy: linear`` on the decoded
 GTSRB arrays, same seed (same initial head), same epochs, in one process:
 
 - cached (what signflow does): the frozen backbone runs once over
@@ -37,11 +37,11 @@ from typing import Any
 
 import torch
 
-import signflow.train as train_module
+import signflow.training.loop as train_module
 from signflow.config import Config
-from signflow.experiment import build_model, checkpoint_meta
 from signflow.runtime import configure_runtime
-from signflow.train import ArraySet, TrainResult, fit
+from signflow.training.loop import ArraySet, TrainResult, fit
+from signflow.training.stage import build_model, checkpoint_meta
 
 import common
 

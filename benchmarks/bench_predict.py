@@ -3,16 +3,16 @@
 Writes ``--files`` real GTSRB images (re-encoded as PNG, or the original PPM
 files) to a temporary directory, then times, in one process and alternating:
 
-- ``predict_img_s``: ``signflow.predict.predict_files`` on the directory, as
+- ``predict_img_s``: ``signflow.serving.batch.predict_files`` on the directory, as
   ``signflow predict DIR`` runs it (collect files, decode in a thread pool,
   classify in batches, build the result dicts), torch backend;
 - ``predict_inprocess_decode_img_s``: the same with ``workers=1`` (decoding in
   this thread, no pool), to show what the pool costs or saves;
 - ``inference_limit_img_s``: the torch predictor's ``predict_images``
-  (``signflow.inference.predict_probs``) on the same images already decoded in
+  (``signflow.model.inference.predict_probs``) on the same images already decoded in
   memory, same batch size;
 - ``onnx_predict_img_s`` and ``onnx_inference_limit_img_s``: the same two with
-  the model exported by ``signflow.export.export_onnx`` (as the export stage
+  the model exported by ``signflow.serving.export.export_onnx`` (as the export stage
   does) and run by onnxruntime (``signflow predict --backend onnx``).
 
 Then, in fresh processes, ``startup_s``: the wall time of the console script
@@ -46,14 +46,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from signflow.checkpoint import save_checkpoint
 from signflow.config import SPLIT_NAMES, Config
 from signflow.data.manifest import read_manifest
-from signflow.experiment import build_model, checkpoint_meta
-from signflow.export import export_onnx
-from signflow.inference import LoadedModel, load_model
-from signflow.predict import decode_many, predict_files
-from signflow.predictor import load_predictor
+from signflow.model.checkpoint import save_checkpoint
+from signflow.model.inference import LoadedModel, load_model
+from signflow.serving.batch import decode_many, predict_files
+from signflow.serving.export import export_onnx
+from signflow.serving.predictor import load_predictor
+from signflow.training.stage import build_model, checkpoint_meta
 
 import common
 

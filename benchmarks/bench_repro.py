@@ -28,7 +28,7 @@ from typing import Any
 
 from ruamel.yaml import YAML
 
-from signflow.presets import set_value
+from signflow.commands.preset import set_value
 
 import common
 

@@ -5,7 +5,7 @@ strategy ``full``), batch size, image size, threads and memory format:
 
 - ``model_img_s``: the training step (forward, backward, clipping, AdamW) on
   random tensors already in memory: what any data pipeline can at best reach;
-- ``pipeline_img_s``: ``signflow.train.fit`` for one epoch over the decoded
+- ``pipeline_img_s``: ``signflow.training.loop.fit`` for one epoch over the decoded
   GTSRB arrays (batched augmentation on uint8 tensors), its own
   ``images_per_second`` (training batches only, validation excluded);
 - ``naive_img_s``: the original tutorials' way: ``torchvision.datasets.ImageFolder``
@@ -34,10 +34,10 @@ from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 from signflow.config import Config
-from signflow.experiment import build_model, checkpoint_meta
-from signflow.models import resolve_backbone
+from signflow.model.backbones import resolve_backbone
 from signflow.runtime import configure_runtime
-from signflow.train import fit, train_transform
+from signflow.training.loop import fit, train_transform
+from signflow.training.stage import build_model, checkpoint_meta
 
 import common
 

@@ -5,7 +5,7 @@ Every benchmark measures on the real GTSRB subset in ``$SIGNFLOW_SHARED``
 and ``add_unknown`` stages do (same library functions, same ``params.yaml``
 values) but once per machine: the archive is extracted and the splits decoded
 into ``$SIGNFLOW_BENCH_CACHE`` (default ``/tmp/signflow-bench``), a directory
-laid out like ``data/dataset`` so ``signflow.experiment.load_labelled`` reads it.
+laid out like ``data/dataset`` so ``signflow.training.stage.load_labelled`` reads it.
 
 A benchmark prints exactly one JSON line on stdout (its settings and numbers);
 logs and progress bars go to stderr.
@@ -38,11 +38,11 @@ from signflow.data.archive import safe_extract_zip
 from signflow.data.sources.gtsrb import read_gtsrb_tree
 from signflow.data.split import split_targets
 from signflow.data.unknown import build_dataset
-from signflow.experiment import load_labelled
 from signflow.logs import setup_logging
+from signflow.model.strategies import apply_train_mode, param_groups
 from signflow.parallel import available_cores  # noqa: F401 (used by the bench scripts)
-from signflow.strategies import apply_train_mode, param_groups
-from signflow.train import ArraySet, make_optimizer
+from signflow.training.loop import ArraySet, make_optimizer
+from signflow.training.stage import load_labelled
 
 REPO = Path(__file__).resolve().parents[1]
 PARAMS = REPO / "params.yaml"
@@ -267,7 +267,7 @@ def labelled_sets(cfg: Config, quick: bool) -> tuple[Path, pd.DataFrame, ArraySe
 def make_train_step(
     model: nn.Module, strategy: str, cfg: TrainConfig, net: nn.Module | None = None
 ) -> Callable[[torch.Tensor, torch.Tensor], None]:
-    """One optimisation step exactly as ``signflow.train.fit`` does it, minus the data.
+    """One optimisation step exactly as ``signflow.training.loop.fit`` does it, minus the data.
 
     Same parameter groups, optimizer, loss (label smoothing), gradient clipping
     and per-step host syncs (``loss.item()``, accuracy), so a throughput

@@ -34,9 +34,9 @@ from bench_repro import set_params
 
 from signflow import paths
 from signflow.data.arrays import load_split
-from signflow.inference import load_model, predict_probs
-from signflow.io import write_text
-from signflow.report import md_table
+from signflow.evaluation.report import md_table
+from signflow.files import write_text
+from signflow.model.inference import load_model, predict_probs
 
 import common
 

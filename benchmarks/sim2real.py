@@ -32,9 +32,9 @@ from signflow.data.decode import decode_frame
 from signflow.data.images import ImageLimits
 from signflow.data.sources.gtsrb import read_gtsrb_tree
 from signflow.data.split import split_targets
-from signflow.inference import load_model, predict_probs
-from signflow.openset import decide
-from signflow.predict import resolve_threshold
+from signflow.evaluation.openset import decide
+from signflow.model.inference import load_model, predict_probs
+from signflow.serving.batch import resolve_threshold
 
 import common
 

@@ -8,7 +8,7 @@ from signflow.data.manifest import read_manifest
 from signflow.data.records import INDEX_FILE, OFFICIAL_TEST_FILE, read_quarantine, read_records, read_records_except
 from signflow.data.summary import describe, summarize
 from signflow.data.unknown import build_dataset
-from signflow.io import write_json
+from signflow.files import write_json
 from signflow.logs import run_stage, setup_logging
 
 

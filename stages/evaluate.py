@@ -5,10 +5,10 @@ import logging
 from signflow import paths
 from signflow.config import OFFICIAL_TEST_SPLIT, load_config
 from signflow.data.arrays import load_split
-from signflow.evaluation import evaluate, score_split
-from signflow.inference import load_model
-from signflow.io import atomic_path, write_json, write_text
+from signflow.evaluation.evaluate import evaluate, score_split
+from signflow.files import atomic_path, write_json, write_text
 from signflow.logs import run_stage, setup_logging
+from signflow.model.inference import load_model
 from signflow.runtime import configure_runtime
 from signflow.tracking import tracked_run
 

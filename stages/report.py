@@ -4,9 +4,9 @@ import logging
 
 from signflow import paths
 from signflow.config import load_config, load_params
-from signflow.inference import load_model
+from signflow.evaluation.report import ReportPaths, build_report, load_report_inputs
 from signflow.logs import run_stage, setup_logging
-from signflow.report import ReportPaths, build_report, load_report_inputs
+from signflow.model.inference import load_model
 from signflow.tracking import tracked_run
 
 INPUTS = ReportPaths(

@@ -4,7 +4,7 @@ from signflow import paths
 from signflow.config import load_config
 from signflow.data.records import INDEX_FILE, read_records
 from signflow.data.split import split_targets
-from signflow.io import atomic_path
+from signflow.files import atomic_path
 from signflow.logs import run_stage, setup_logging
 
 

@@ -7,10 +7,11 @@ itself again as that many torchrun processes (DDP ranks) and returns their exit 
 import logging
 from pathlib import Path
 
-from signflow import distributed, paths
+from signflow import paths
 from signflow.codegraph import import_closure
 from signflow.config import load_config
 from signflow.logs import run_stage, setup_logging
+from signflow.training import distributed
 
 MAIN_LOG_LEVEL, OTHER_RANKS_LOG_LEVEL = None, "WARNING"  # ranks > 0 would repeat every line of rank 0
 INTERRUPTED_EXIT = 130  # 128 + SIGINT: what a shell reports for Ctrl-C
@@ -23,7 +24,7 @@ def main() -> int:
         return distributed.relaunch(cfg.train.distributed.nproc, Path(__file__))
     try:
         # Imported only now: a launching parent just waits, and torch alone would hold ~1 GB in it.
-        from signflow.experiment import TrainOutputs, run_training
+        from signflow.training.stage import TrainOutputs, run_training
 
         outputs = TrainOutputs(paths.MODELS_DIR, paths.RUN_FILE, paths.TRAIN_SUMMARY, paths.TRAIN_HISTORY,
                                paths.TRAIN_TIMINGS, paths.TRAIN_TIMINGS_HISTORY)
@@ -31,7 +32,7 @@ def main() -> int:
         result = run_training(cfg, paths.DATASET_DIR, outputs, import_closure(Path(__file__)))
     except KeyboardInterrupt:
         # Ctrl-C: every finished epoch is in last.pt already (written atomically), so one line, no traceback.
-        from signflow.experiment import interrupted_message
+        from signflow.training.stage import interrupted_message
 
         if distributed.env_rank() == 0:
             logging.getLogger("train").warning(interrupted_message(paths.MODELS_DIR))

@@ -9,16 +9,21 @@ import pandas as pd
 import pytest
 import torch
 
-from signflow.calibration import BETA_RANGE, fit_temperature, softmax, succession_targets
-from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import EvaluateConfig
-from signflow.evaluation import evaluate, score_split
-from signflow.experiment import calibrate_checkpoint
-from signflow.inference import load_model, predict_logits, predict_probs
-from signflow.metrics import choose_threshold, expected_calibration_error, prediction_correct, reliability_bins
-from signflow.models import create_model
-from signflow.train import ArraySet
-from signflow.transforms import Normalization
+from signflow.evaluation.evaluate import evaluate, score_split
+from signflow.evaluation.metrics import (
+    choose_threshold,
+    expected_calibration_error,
+    prediction_correct,
+    reliability_bins,
+)
+from signflow.model.backbones import create_model
+from signflow.model.calibration import BETA_RANGE, fit_temperature, softmax, succession_targets
+from signflow.model.checkpoint import load_checkpoint, save_checkpoint
+from signflow.model.inference import load_model, predict_logits, predict_probs
+from signflow.model.transforms import Normalization
+from signflow.training.loop import ArraySet
+from signflow.training.stage import calibrate_checkpoint
 
 K, N = 5, 4000
 

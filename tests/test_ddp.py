@@ -29,12 +29,13 @@ import pytest
 import torch
 import yaml
 
-from signflow import distributed, runtime
-from signflow.checkpoint import load_checkpoint
+from signflow import runtime
 from signflow.config import Config, ConfigError, from_mapping, load_params
 from signflow.data.arrays import write_split
 from signflow.data.manifest import MANIFEST_COLUMNS, ROLE_TARGET
-from signflow.train import global_batches, rank_slice, resolve_amp
+from signflow.model.checkpoint import load_checkpoint
+from signflow.training import distributed
+from signflow.training.loop import global_batches, rank_slice, resolve_amp
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE = REPO / "stages" / "train.py"
@@ -149,7 +150,7 @@ def test_launch_is_needed_only_above_one_process_outside_torchrun() -> None:
 
 
 def test_oversubscription_warning(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="signflow.distributed"):
+    with caplog.at_level(logging.WARNING, logger="signflow.training.distributed"):
         assert not distributed.warn_if_oversubscribed(2, cores=2)
         assert distributed.warn_if_oversubscribed(3, cores=2)
     assert "train.distributed.nproc=3 is more than the 2 available cores" in caplog.text
@@ -180,7 +181,7 @@ def test_collectives_are_no_ops_without_a_process_group() -> None:
 
 
 def test_amp_is_ignored_on_cpu(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="signflow.train"):
+    with caplog.at_level(logging.INFO, logger="signflow.training.loop"):
         assert resolve_amp("bf16", torch.device("cpu")) is None
     assert "train.amp=bf16 is ignored on cpu" in caplog.text
     assert resolve_amp("none", torch.device("cpu")) is None
@@ -331,7 +332,7 @@ def test_more_processes_than_cores_warns_then_launches(tmp_path: Path, caplog: p
     script.write_text(f"import os, sys\nsys.exit(0 if os.environ['WORLD_SIZE'] == '{nproc}' else 3)\n")
     failing = tmp_path / "fail.py"
     failing.write_text("import sys\nsys.exit(3)\n")
-    with caplog.at_level(logging.WARNING, logger="signflow.distributed"):
+    with caplog.at_level(logging.WARNING, logger="signflow.training.distributed"):
         assert distributed.relaunch(nproc, script) == 0
     assert f"train.distributed.nproc={nproc} is more than the {nproc - 1} available cores" in caplog.text
     assert distributed.relaunch(2, failing) != 0  # a failing rank fails the stage
@@ -344,10 +345,10 @@ from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, {tests!r})
 import test_ddp as t
-import signflow.train as train_module
-from signflow import distributed
+import signflow.training.loop as train_module
+from signflow.training import distributed
 from signflow.config import Config
-from signflow.experiment import build_model, checkpoint_meta
+from signflow.training.stage import build_model, checkpoint_meta
 from signflow.runtime import configure_runtime
 
 out = Path(sys.argv[1])

@@ -14,7 +14,10 @@ import pytest
 import torch
 
 from signflow.config import ExportConfig
-from signflow.export import (
+from signflow.model.backbones import FeatureSpec, create_model
+from signflow.model.inference import LoadedModel, predict_probs
+from signflow.model.transforms import Normalization
+from signflow.serving.export import (
     Agreement,
     ExportError,
     ExportPaths,
@@ -25,10 +28,7 @@ from signflow.export import (
     quantize_int8,
     spread_sample,
 )
-from signflow.inference import LoadedModel, predict_probs
-from signflow.models import FeatureSpec, create_model
-from signflow.predictor import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, load_predictor, sidecar_path
-from signflow.transforms import Normalization
+from signflow.serving.predictor import INPUT_NAME, ONNX_FORMAT, OUTPUT_NAME, load_predictor, sidecar_path
 
 SIZE = 32
 CLASSES = ["priority_road", "give_way", "stop", "no_entry", "unknown"]
@@ -164,7 +164,7 @@ def test_int8_that_loses_too_much_accuracy_fails_the_stage(tmp_path: Path, monke
     def broken_quantize(model_path: Path, out_path: Path, calibration: np.ndarray, batch_size: int) -> None:
         export_onnx(other, out_path, threshold=0.5)
 
-    monkeypatch.setattr("signflow.export.quantize_int8", broken_quantize)
+    monkeypatch.setattr("signflow.serving.export.quantize_int8", broken_quantize)
     with pytest.raises(ExportError, match="test-accuracy points"):
         _verify(tmp_path, tiny_loaded(), ExportConfig(quantize=True, max_int8_drop=0.5, benchmark_images=8))
 
@@ -176,7 +176,7 @@ def test_a_graph_that_disagrees_with_pytorch_fails_the_stage(tmp_path: Path, mon
     def export_other(_loaded: LoadedModel, out_path: Path, **kwargs: object) -> dict:
         return real_export(tiny_loaded(seed=7), out_path, **kwargs)
 
-    monkeypatch.setattr("signflow.export.export_onnx", export_other)
+    monkeypatch.setattr("signflow.serving.export.export_onnx", export_other)
     with pytest.raises(ExportError, match="does not reproduce PyTorch"):
         _verify(tmp_path, loaded, ExportConfig(quantize=False, benchmark_images=8))
 

@@ -10,8 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
-from signflow import metrics as m
-from signflow.openset import decide, max_softmax_score, unknown_index
+from signflow.evaluation import metrics as m
+from signflow.evaluation.openset import decide, max_softmax_score, unknown_index
 
 NAMES3 = ["stop", "yield", "priority"]
 

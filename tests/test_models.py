@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 
 from signflow import config
-from signflow.models import (
+from signflow.model.backbones import (
     BACKBONES,
     LITE0_CLASSIFIER_PREFIX,
     SIMPLE_CNN_CHANNELS,
@@ -143,7 +143,7 @@ def test_bad_arguments_fail(kwargs: dict) -> None:
 
 
 def test_simple_cnn_treats_imagenet_as_none(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="signflow.models"):
+    with caplog.at_level(logging.INFO, logger="signflow.model.backbones"):
         model = create_model("simple_cnn", NUM_CLASSES, weights="imagenet")
     assert model.weights == "none"
     assert "no pretrained weights" in caplog.text
@@ -174,7 +174,7 @@ def test_feature_spec_resizes_and_adds_pooled_stages() -> None:
 
 
 def test_feature_spec_pools_at_most_the_stages_a_backbone_has(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.INFO, logger="signflow.models"):
+    with caplog.at_level(logging.INFO, logger="signflow.model.backbones"):
         model = create_model("simple_cnn", NUM_CLASSES, "none", features=FeatureSpec(pooled_blocks=10))
     assert model.features.pooled_blocks == len(model.blocks) - 1
     assert "pooling those" in caplog.text
@@ -190,7 +190,7 @@ def test_efficientnet_lite0_multiscale_features_are_the_linear_default() -> None
 def test_feature_spec_on_a_backbone_whose_stages_never_run_falls_back_to_the_last(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="signflow.models"):
+    with caplog.at_level(logging.WARNING, logger="signflow.model.backbones"):
         model = create_model("vgg16", NUM_CLASSES, "none", features=FeatureSpec(pooled_blocks=2))
     assert model.features.pooled_blocks == 0 and "pooled_blocks ignored" in caplog.text
     assert model.num_features == create_model("vgg16", NUM_CLASSES, "none").num_features

@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
-from signflow.checkpoint import load_checkpoint
-from signflow.experiment import HISTORY_COLUMNS, TIMINGS_HISTORY_COLUMNS
+from signflow.model.checkpoint import load_checkpoint
+from signflow.training.stage import HISTORY_COLUMNS, TIMINGS_HISTORY_COLUMNS
 
 from project_copy import Project
 from tiny_project import IMAGE_SIZE, tiny_copy
@@ -122,11 +122,11 @@ def test_editing_a_module_marks_exactly_the_stages_that_import_it(project: Proje
     """dvc.yaml deps follow the imports: transforms.py -> train, evaluate, report, export; report.py -> report."""
     project.dvc("repro")  # evaluate and report too, so every stage is in dvc.lock
     assert project.status() == {}
-    for path, expected in (("src/signflow/transforms.py", {"train", "evaluate", "report", "export"}),
-                           ("src/signflow/report.py", {"report"})):
+    for path, expected in (("src/signflow/model/transforms.py", {"train", "evaluate", "report", "export"}),
+                           ("src/signflow/evaluation/report.py", {"report"})):
         module = project.root / path
         original = module.read_text()
-        assert path != "src/signflow/transforms.py" or "def eval_transform" in original
+        assert path != "src/signflow/model/transforms.py" or "def eval_transform" in original
         module.write_text(original + "\n# edited\n")
         try:
             assert _modified_in(project, path) == expected

@@ -4,7 +4,7 @@ The checkpoint is a freshly built simple_cnn at 32 px (no training): its head
 bias is pushed towards one class, so which class wins, and with what
 probability, is known without training while probabilities still vary a little
 per image (so batch-versus-single comparisons mean something). The ONNX model
-is that checkpoint exported by ``signflow.export.export_onnx``, as the export
+is that checkpoint exported by ``signflow.serving.export.export_onnx``, as the export
 stage does; ``--backend onnx`` must give the same answers without importing
 torch or anything else heavy.
 """
@@ -27,14 +27,14 @@ import numpy as np
 import pytest
 import torch
 
-from signflow import predict
-from signflow.checkpoint import save_checkpoint
 from signflow.cli import COMMANDS, DEFAULT_MODELS, EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, main
 from signflow.config import UNKNOWN_NAME, load_config
-from signflow.experiment import build_model, checkpoint_meta
-from signflow.export import export_onnx
-from signflow.inference import load_model
-from signflow.predictor import list_backends, load_predictor, sidecar_path
+from signflow.model.checkpoint import save_checkpoint
+from signflow.model.inference import load_model
+from signflow.serving import batch as predict
+from signflow.serving.export import export_onnx
+from signflow.serving.predictor import list_backends, load_predictor, sidecar_path
+from signflow.training.stage import build_model, checkpoint_meta
 
 IMAGE_SIZE = 32
 N_IMAGES = 10
@@ -480,6 +480,5 @@ def test_each_command_resolves_and_has_help(capsys, name):
 
 
 def test_registry_help_matches_remote_description():
-    from signflow import remote
-
+    from signflow.commands import remote
     assert COMMANDS["remote"].help == remote.DESCRIPTION

@@ -1,7 +1,7 @@
 """``signflow.load_predictor``: one API over a ``.pt`` checkpoint (PyTorch) and an ``.onnx`` export (onnxruntime).
 
 The model is test_predict's tiny simple_cnn checkpoint (one class favoured, no
-training) and its export by ``signflow.export.export_onnx``; the images are
+training) and its export by ``signflow.serving.export.export_onnx``; the images are
 small random PNGs of several sizes, so resizing is exercised. Both backends
 must give the same records for files and for arrays; the ONNX one must do it
 without torch, also in a fresh virtualenv holding only ``signflow[predict]``.
@@ -21,8 +21,8 @@ from test_predict import FAVOURED, IMAGE_SIZE, run_checking_imports, tiny_checkp
 
 import signflow
 from signflow.data.images import read_rgb
-from signflow.predict import ARRAY_NAME
-from signflow.predictor import (
+from signflow.serving.batch import ARRAY_NAME
+from signflow.serving.predictor import (
     OnnxPredictor,
     Predictor,
     PredictorError,
@@ -149,7 +149,7 @@ def test_threshold_from_sidecar_or_argument(models, tmp_path):
 def test_signflow_exports_load_predictor_lazily(repo_root, tmp_path, models):
     code, out, err, heavy = run_checking_imports(
         "import sys, signflow\n"
-        "assert 'signflow.predictor' not in sys.modules, 'import signflow loaded the predictor'\n"
+        "assert 'signflow.serving.predictor' not in sys.modules, 'import signflow loaded the predictor'\n"
         "import json, numpy as np\n"
         "p = signflow.load_predictor(sys.argv[1])\n"
         "print(json.dumps([p.backend, p.predict(np.zeros((48, 40, 3), np.uint8), top_k=1)]))",

@@ -17,13 +17,14 @@ import pytest
 import torch
 import yaml
 
-from signflow import plots, presets
-from signflow.checkpoint import save_checkpoint
 from signflow.cli import EXIT_OK, EXIT_USAGE, main
+from signflow.commands import preset as presets
 from signflow.config import Config, flatten, load_config, load_params
 from signflow.data.sources.synthetic.signs import SIGN_TYPES
-from signflow.experiment import build_model, checkpoint_meta
-from signflow.inference import load_model
+from signflow.evaluation import plots
+from signflow.model.checkpoint import save_checkpoint
+from signflow.model.inference import load_model
+from signflow.training.stage import build_model, checkpoint_meta
 
 GTSRB_CLASSES = 43
 IMAGE_SIZE = 32
@@ -90,7 +91,7 @@ def test_gtsrb43_switches_to_the_full_benchmark(capsys, caplog, params, repo_roo
 def test_gtsrb43_file_is_what_the_generator_writes(repo_root):
     """The names have one source, the renderer's catalogue: the checked-in preset must match it."""
     assert (repo_root / "presets" / "gtsrb43.yaml").read_text() == presets.gtsrb43_text(), (
-        "presets/gtsrb43.yaml is stale: run `python -m signflow.presets`")
+        "presets/gtsrb43.yaml is stale: run `python -m signflow.commands.preset`")
     classes = yaml.safe_load(presets.gtsrb43_text())["data"]["classes"]
     assert list(classes) == sorted(int(i) for i in SIGN_TYPES)
     assert [classes[int(i)] for i in SIGN_TYPES] == [presets.snake_case(s.name) for s in SIGN_TYPES.values()]

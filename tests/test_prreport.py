@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from signflow.prplots import KINDS, plot_comparison
-from signflow.prreport import (
+from signflow.review.plots import KINDS, plot_comparison
+from signflow.review.report import (
     DEFAULT_IMAGES_DIR,
     TIMINGS_TITLE,
     PrReportError,

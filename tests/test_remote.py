@@ -25,8 +25,8 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from signflow.checkpoint import load_checkpoint
-from signflow.remote import RemoteError, configure_remote, default_storage, main
+from signflow.commands.remote import RemoteError, configure_remote, default_storage, main
+from signflow.model.checkpoint import load_checkpoint
 
 from http_server import free_port
 from project_copy import Project
@@ -253,7 +253,7 @@ def test_python_entry_point_prints_the_remote(tmp_path: Path) -> None:
     root, storage = tmp_path / "project", tmp_path / "elsewhere"
     root.mkdir()
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], cwd=root, check=True)
-    code = "import sys; from signflow.remote import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from signflow.commands.remote import main; sys.exit(main(sys.argv[1:]))"
     proc = subprocess.run([sys.executable, "-c", code, str(storage), "--name", "team", "--root", str(root)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr

@@ -26,8 +26,8 @@ import pytest
 import torch
 import yaml
 
-from signflow import paths, plots, presets
-from signflow.checkpoint import save_checkpoint
+from signflow import paths
+from signflow.commands import preset as presets
 from signflow.config import (
     SPLIT_NAMES,
     UNKNOWN_NAME,
@@ -42,11 +42,9 @@ from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_UNKNOWN
 from signflow.data.records import RawRecord
 from signflow.data.split import target_frame
 from signflow.data.summary import summarize
-from signflow.evaluation import evaluate, score_split
-from signflow.experiment import HISTORY_COLUMNS, build_model, checkpoint_meta
-from signflow.inference import load_model
-from signflow.io import write_json, write_text
-from signflow.report import (
+from signflow.evaluation import plots
+from signflow.evaluation.evaluate import evaluate, score_split
+from signflow.evaluation.report import (
     CONFUSION_PNG,
     LEAST_CONFIDENT_PNG,
     MAX_QUARANTINE_LISTED,
@@ -66,6 +64,10 @@ from signflow.report import (
     select_samples,
     with_interval,
 )
+from signflow.files import write_json, write_text
+from signflow.model.checkpoint import save_checkpoint
+from signflow.model.inference import load_model
+from signflow.training.stage import HISTORY_COLUMNS, build_model, checkpoint_meta
 
 IMAGE_SIZE = 32
 FRAMES = 3  # images per track

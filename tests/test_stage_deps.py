@@ -59,14 +59,14 @@ def test_closure_follows_imports_inside_functions_and_skips_type_checking(tmp_pa
     script = tmp_path / "stage.py"
     script.write_text(
         "from typing import TYPE_CHECKING\n"
-        "if TYPE_CHECKING:\n    from signflow.predict import Result\n"
+        "if TYPE_CHECKING:\n    from signflow.serving.batch import Result\n"
         "def main():\n    from signflow.data.raw import materialise\n"
     )
     files = {p.relative_to(REPO).as_posix() for p in import_closure(script) if p != script.resolve()}
     assert "src/signflow/data/raw.py" in files  # imported inside a function
     assert "src/signflow/data/sources/gtsrb.py" in files  # raw.py imports it lazily, inside a registry entry
     assert "src/signflow/data/__init__.py" in files and "src/signflow/__init__.py" in files  # packages run too
-    assert "src/signflow/predict.py" not in files  # type-only import: never runs
+    assert "src/signflow/serving/batch.py" not in files  # type-only import: never runs
     assert module_file("numpy") is None and module_file("signflow.nope") is None
 
 
@@ -80,9 +80,9 @@ def test_config_is_the_ground_floor() -> None:
 
 
 def test_train_fingerprint_follows_the_train_closure_only(tmp_path: Path) -> None:
-    """Editing report.py leaves the resume fingerprint alone; editing train.py changes it."""
+    """Editing the report leaves the resume fingerprint alone; editing the training loop changes it."""
     from signflow.config import Config
-    from signflow.experiment import fingerprint
+    from signflow.training.stage import fingerprint
 
     src = tmp_path / "repo"
     shutil.copytree(REPO / "src", src / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
@@ -98,10 +98,10 @@ def test_train_fingerprint_follows_the_train_closure_only(tmp_path: Path) -> Non
         return fingerprint(Config(), dataset, import_closure(src / "stages" / "train.py", package))
 
     before = current()
-    with open(package / "report.py", "a") as fh:
+    with open(package / "evaluation" / "report.py", "a") as fh:
         fh.write("\n# an edit to the report\n")
     assert current() == before
-    with open(package / "train.py", "a") as fh:
+    with open(package / "training" / "loop.py", "a") as fh:
         fh.write("\n# an edit to the loop\n")
     assert current() != before
 
@@ -147,7 +147,6 @@ def test_every_top_level_plot_is_a_file_the_pipeline_writes() -> None:
 
 def test_every_report_figure_and_the_reliability_data_are_plots() -> None:
     from signflow import paths
-
     top = set(_top_level_plot_files())
     figures = sorted((REPO / paths.REPORTS_DIR).glob("*.png"))
     assert figures, f"no committed figures in {paths.REPORTS_DIR}"
@@ -160,7 +159,6 @@ def test_every_report_figure_and_the_reliability_data_are_plots() -> None:
 def test_timings_are_metrics_files_apart_from_the_results() -> None:
     """Every JSON a stage writes under metrics/timings/ is a `metrics:` output (`dvc exp show` lists it)."""
     from signflow import paths
-
     timings = paths.TIMINGS_DIR.as_posix() + "/"
     metrics = _stage_outputs(("metrics",))
     for name, outputs in _stage_outputs(("outs", "plots")).items():

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from signflow.catalog import STRATEGIES, list_strategies
-from signflow.models import SignModel, create_model
-from signflow.strategies import (
+from signflow.model.backbones import SignModel, create_model
+from signflow.model.strategies import (
     TRAINABLE,
     apply_train_mode,
     frozen_modules,

@@ -27,10 +27,10 @@ from signflow.data.decode import DECODE_CHUNK, decode_frame, decode_into
 from signflow.data.images import ImageLimits
 from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_TARGET, to_frame
 from signflow.data.records import RawRecord
-from signflow.experiment import build_model, checkpoint_meta, load_labelled
 from signflow.parallel import bounded_map, process_pool
 from signflow.runtime import configure_runtime
-from signflow.train import ArraySet, extract_features, fit
+from signflow.training.loop import ArraySet, extract_features, fit
+from signflow.training.stage import build_model, checkpoint_meta, load_labelled
 
 LIMITS = ImageLimits(min_side=8, max_side=4096)
 SIZE = 32

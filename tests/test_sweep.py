@@ -23,8 +23,8 @@ import pytest
 import yaml
 from mlflow.tracking import MlflowClient
 
-from signflow import sweep
-from signflow.sweep import (
+from signflow.commands import sweep
+from signflow.commands.sweep import (
     FAILED,
     QUEUED,
     SKIPPED,
@@ -45,8 +45,8 @@ FAILED_LOG = """\
 Running stage 'train':
 > python stages/train.py
 Traceback (most recent call last):
-  File "/tmp/x/src/signflow/models.py", line 196, in _build_torchvision
-signflow.models.WeightsUnavailableError: ImageNet weights for backbone 'resnet18' are not available offline
+  File "/tmp/x/src/signflow/model/backbones.py", line 196, in _build_torchvision
+signflow.model.backbones.WeightsUnavailableError: ImageNet weights for backbone 'resnet18' are not available offline
   Put the file at: /root/.cache/torch/hub/checkpoints/resnet18-f37072fd.pth
 ERROR: failed to reproduce 'train': failed to run: python stages/train.py, exited with 1
 ERROR: failed to reproduce 'train': failed to run: python stages/train.py, exited with 1
@@ -261,7 +261,7 @@ def test_table_from_exp_show_keeps_failed_and_skipped_points() -> None:
                        "openset.auroc": 0.9, "train_seconds": 3.5, "status": SUCCESS, "note": ""}
     failed = rows[2]
     assert failed["status"] == FAILED and failed["test.accuracy"] is None
-    assert failed["note"].startswith("signflow.models.WeightsUnavailableError: ImageNet weights")
+    assert failed["note"].startswith("signflow.model.backbones.WeightsUnavailableError: ImageNet weights")
     assert failed["note"].endswith("exited with 1") and failed["note"].count("ERROR:") == 1
     assert rows[1]["status"] == SKIPPED and rows[1]["note"] == "makes no sense"
 
@@ -459,7 +459,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Proje
 @pytest.mark.slow
 def test_sweep_end_to_end(baseline: Project, record_property: Any) -> None:
     started = time.monotonic()
-    command = [sys.executable, "-c", "import sys; from signflow.sweep import main; sys.exit(main(sys.argv[1:]))",
+    command = [sys.executable, "-c", "import sys; from signflow.commands.sweep import main; sys.exit(main(sys.argv[1:]))",
                "-S", "strategy=scratch,full", "-S", "unknown.enabled=false", "--jobs", "2",
                "--timeout", str(SWEEP_TIMEOUT)]
     try:

@@ -19,20 +19,12 @@ import pytest
 import torch
 from torch import nn
 
-from signflow.checkpoint import CheckpointError, load_checkpoint
 from signflow.config import AugmentConfig, Config, load_config
-from signflow.experiment import (
-    HISTORY_COLUMNS,
-    TIMINGS_HISTORY_COLUMNS,
-    TrainOutputs,
-    build_model,
-    checkpoint_meta,
-    epoch_callbacks,
-    fingerprint,
-)
-from signflow.models import SignModel, create_model
+from signflow.model.backbones import SignModel, create_model
+from signflow.model.checkpoint import CheckpointError, load_checkpoint
+from signflow.model.transforms import Normalization, eval_transform, random_homographies, train_transform
 from signflow.runtime import configure_runtime
-from signflow.train import (
+from signflow.training.loop import (
     BEST_FILE,
     LAST_FILE,
     ArraySet,
@@ -46,7 +38,15 @@ from signflow.train import (
     fit,
     lr_factor,
 )
-from signflow.transforms import Normalization, eval_transform, random_homographies, train_transform
+from signflow.training.stage import (
+    HISTORY_COLUMNS,
+    TIMINGS_HISTORY_COLUMNS,
+    TrainOutputs,
+    build_model,
+    checkpoint_meta,
+    epoch_callbacks,
+    fingerprint,
+)
 
 SIZE = 32
 COLOURS = ((230, 30, 30), (30, 200, 40), (40, 60, 230), (240, 230, 40))  # one per class

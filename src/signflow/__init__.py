@@ -8,7 +8,7 @@ __version__ = "0.1.0"
 # `signflow --help`) stays free of numpy, OpenCV and onnxruntime. importlib, not an
 # import statement: signflow.codegraph follows import statements, even inside
 # functions, and would count the prediction modules as deps of every DVC stage.
-_LAZY = {"load_predictor": "signflow.predictor"}
+_LAZY = {"load_predictor": "signflow.serving.predictor"}
 
 
 def __getattr__(name: str) -> object:

@@ -25,7 +25,7 @@ from signflow.catalog import DEVICES
 from signflow.logs import EXIT_USER_ERROR, error_line, report_user_errors, setup_logging
 
 if TYPE_CHECKING:
-    from signflow.predictor import Predictor
+    from signflow.serving.predictor import Predictor
     from signflow.tracking import RunFiles
 
 log = logging.getLogger(__name__)
@@ -78,8 +78,8 @@ def _fail(message: str) -> int:
 
 def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
     # numpy, OpenCV: imported only when this command runs (onnxruntime and torch only when a model loads).
-    from signflow.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K
-    from signflow.predictor import list_backends
+    from signflow.serving.batch import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K
+    from signflow.serving.predictor import list_backends
 
     parser.add_argument("inputs", nargs="+", type=Path, metavar="IMAGE_OR_DIR",
                         help="image files and/or directories (searched recursively for images)")
@@ -109,7 +109,7 @@ def _add_predict_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _predict_model(args: argparse.Namespace) -> Path:
     """The model file: --model, else --backend's default; ValueError when --backend cannot run --model."""
-    from signflow.predictor import resolve_backend
+    from signflow.serving.predictor import resolve_backend
 
     if args.model is None:
         return DEFAULT_MODELS[args.backend or "torch"]
@@ -122,8 +122,8 @@ def _predict_model(args: argparse.Namespace) -> Path:
 
 def _load_predictor(args: argparse.Namespace) -> tuple[Predictor, float]:
     """The model and the rejection threshold, or ValueError (PredictorError) with one readable line."""
-    from signflow.predict import AUTO, resolve_threshold
-    from signflow.predictor import load_predictor
+    from signflow.serving.batch import AUTO, resolve_threshold
+    from signflow.serving.predictor import load_predictor
 
     model = _predict_model(args)
     if args.threshold.strip().lower() != AUTO:
@@ -135,7 +135,7 @@ def _load_predictor(args: argparse.Namespace) -> tuple[Predictor, float]:
 
 
 def _run_predict(args: argparse.Namespace) -> int:
-    from signflow.predict import format_table, plot_probabilities, predict_files
+    from signflow.serving.batch import format_table, plot_probabilities, predict_files
 
     try:
         predictor, threshold = _load_predictor(args)
@@ -206,18 +206,18 @@ COMMANDS: dict[str, Command] = {
     "list-backbones": Command("list the backbones model.backbone accepts",
                               f"{CLI}:_add_no_arguments", f"{CLI}:_run_list_backbones"),
     "pr-report": Command("markdown of params/metrics/plots changes against a base ref",
-                         "signflow.prreport:add_arguments", "signflow.prreport:run"),
+                         "signflow.review.report:add_arguments", "signflow.review.report:run"),
     "log-run": Command("complete the MLflow run of models/run.json from local outputs (after an outage)",
                        f"{CLI}:_add_log_run_arguments", f"{CLI}:_run_log_run"),
     # = remote.DESCRIPTION (a test checks), written out so --help does not import remote.
     "remote": Command("configure the default DVC remote that dvc push/pull use for data and models",
-                      "signflow.remote:add_arguments", "signflow.remote:run"),
+                      "signflow.commands.remote:add_arguments", "signflow.commands.remote:run"),
     "sweep": Command("queue a grid of experiments on the DVC queue, run them, tabulate the results",
-                     "signflow.sweep:add_arguments", "signflow.sweep:run"),
+                     "signflow.commands.sweep:add_arguments", "signflow.commands.sweep:run"),
     "mlflow-server": Command("run an MLflow tracking server (SQL store, proxied artifacts) on 127.0.0.1",
-                             "signflow.mlflow_server:add_arguments", "signflow.mlflow_server:run"),
+                             "signflow.commands.mlflow_server:add_arguments", "signflow.commands.mlflow_server:run"),
     "preset": Command("write a set of params.yaml keys from presets/NAME.yaml (gtsrb43: the 43-class benchmark)",
-                      "signflow.presets:add_arguments", "signflow.presets:run"),
+                      "signflow.commands.preset:add_arguments", "signflow.commands.preset:run"),
 }
 
 

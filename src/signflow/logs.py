@@ -33,15 +33,15 @@ USER_ERRORS: dict[str, tuple[str, ...]] = {
     "signflow.data.manifest": ("DataError",),
     "signflow.data.archive": ("UnsafeArchiveError",),
     "signflow.data.fetch": ("DownloadError",),
-    "signflow.checkpoint": ("CheckpointError",),
-    "signflow.models": ("WeightsUnavailableError", "WeightsMismatchError"),
+    "signflow.model.checkpoint": ("CheckpointError",),
+    "signflow.model.backbones": ("WeightsUnavailableError", "WeightsMismatchError"),
     "signflow.runtime": ("DeviceUnavailableError",),
-    "signflow.export": ("ExportError",),
-    "signflow.predictor": ("PredictorError",),
-    "signflow.presets": ("PresetError",),
-    "signflow.remote": ("RemoteError",),
-    "signflow.sweep": ("SweepError",),
-    "signflow.prreport": ("PrReportError",),
+    "signflow.serving.export": ("ExportError",),
+    "signflow.serving.predictor": ("PredictorError",),
+    "signflow.commands.preset": ("PresetError",),
+    "signflow.commands.remote": ("RemoteError",),
+    "signflow.commands.sweep": ("SweepError",),
+    "signflow.review.report": ("PrReportError",),
 }
 EXIT_USER_ERROR = 2  # as argparse's usage errors
 DEBUG_ENV = "SIGNFLOW_DEBUG"  # =1: user errors keep their traceback too

@@ -48,7 +48,7 @@ REPORTS_DIR = Path("reports") / "pipeline"
 
 # export: the shippable model, one folder (model + sidecar belong together; DVC artifact "signflow")
 ONNX_DIR = MODELS_DIR / "onnx"
-ONNX_MODEL = ONNX_DIR / "model.onnx"  # sidecar: model.json beside it (signflow.export.sidecar_path)
+ONNX_MODEL = ONNX_DIR / "model.onnx"  # sidecar: model.json beside it (signflow.serving.export.sidecar_path)
 INT8_MODEL = ONNX_DIR / "model.int8.onnx"
 EXPORT_METRICS = METRICS_DIR / "export.json"
 EXPORT_TIMINGS = TIMINGS_DIR / "export.json"  # onnxruntime, int8 and PyTorch images/s

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from signflow.io import write_json
+from signflow.files import write_json
 from signflow.logs import first_line
 
 log = logging.getLogger(__name__)

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from signflow.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
 from signflow.config import Config, from_mapping
-from signflow.inference import load_model, predict_logits
-from signflow.models import FeatureSpec, create_model
+from signflow.model.backbones import FeatureSpec, create_model
+from signflow.model.checkpoint import FORMAT_VERSION, CheckpointError, load_checkpoint, save_checkpoint
+from signflow.model.inference import load_model, predict_logits
 
 from .test_params import (
     assert_one_line_error,

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from reliability.faults import file_md5s, kill_group, start, temporaries
-from signflow.checkpoint import load_checkpoint
+from signflow.model.checkpoint import load_checkpoint
 
 from tiny_project import tiny_copy
 

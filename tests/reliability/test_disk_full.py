@@ -25,11 +25,12 @@ import pandas as pd
 import pytest
 import torch
 
-from signflow import checkpoint, report
 from signflow.data import arrays
 from signflow.data.manifest import to_frame
 from signflow.data.records import RawRecord
-from signflow.io import write_json, write_text
+from signflow.evaluation import report
+from signflow.files import write_json, write_text
+from signflow.model import checkpoint
 
 KIB = 1024
 SIZE_LIMIT = 64 * KIB  # RLIMIT_FSIZE: a write past this offset fails with EFBIG

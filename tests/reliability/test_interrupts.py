@@ -30,7 +30,7 @@ from reliability.faults import (
     temporaries,
     wait_for,
 )
-from signflow.checkpoint import load_checkpoint
+from signflow.model.checkpoint import load_checkpoint
 
 from project_copy import Project
 from tiny_project import tiny_copy

@@ -23,8 +23,8 @@ import pytest
 import yaml
 from test_predict import FAVOURED, tiny_checkpoint
 
-from signflow import predict
 from signflow.cli import EXIT_FILES_FAILED, EXIT_OK, main
+from signflow.serving import batch as predict
 
 N_MANY = 3_000  # files in one directory (some nested)
 SIDE = 16  # px: above ImageLimits' minimum side, tiny to write and decode

@@ -19,7 +19,7 @@ from pathlib import Path, PurePosixPath
 
 from tqdm import tqdm
 
-from signflow.io import atomic_path
+from signflow.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -23,7 +23,7 @@ import pandas as pd
 from numpy.lib.format import open_memmap
 
 from signflow.data.manifest import MANIFEST_COLUMNS, DataError, read_manifest
-from signflow.io import atomic_path
+from signflow.files import atomic_path
 
 
 def release_resident(images: np.ndarray) -> None:

@@ -27,7 +27,7 @@ from urllib.request import Request, url2pathname, urlopen
 
 from tqdm import tqdm
 
-from signflow.io import atomic_path, file_digest
+from signflow.files import atomic_path, file_digest
 
 log = logging.getLogger(__name__)
 

@@ -165,7 +165,7 @@ def crop_and_resize(
 
 # ---- process-pool workers --------------------------------------------------------------
 # They live in this light module on purpose: a pool worker imports the module of
-# the function it runs, and importing signflow.predict (torch, timm, sklearn) cost
+# the function it runs, and importing signflow.serving.batch (torch, timm, sklearn) cost
 # each worker about 5 s, more than decoding 2,000 images.
 
 DecodeOutcome = tuple["np.ndarray | None", "str | None"]  # (image, None) or (None, reason)

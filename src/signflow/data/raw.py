@@ -33,7 +33,7 @@ from signflow.data.records import (
     write_records,
 )
 from signflow.data.shards import pack_shards
-from signflow.io import atomic_path
+from signflow.files import atomic_path
 from signflow.parallel import bounded_map, process_pool, resolve_workers
 
 log = logging.getLogger(__name__)

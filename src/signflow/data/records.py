@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from signflow.io import atomic_path
+from signflow.files import atomic_path
 
 SHARDS_DIR, QUARANTINE_DIR = "shards", "quarantine"
 SHARD_SUFFIX = ".zip"

@@ -27,7 +27,7 @@ from signflow.data.images import ImageLimits
 from signflow.data.manifest import HELDOUT_LABEL_IDX, MANIFEST_COLUMNS, ROLE_HELDOUT, ROLE_UNKNOWN, DataError, to_frame
 from signflow.data.records import RawRecord
 from signflow.data.split import split_records, target_frame
-from signflow.io import atomic_path
+from signflow.files import atomic_path
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Fault-injection hook for the reliability tests: stall a stage at a chosen moment, so a test can kill it there.
 
 Put this folder first on PYTHONPATH and set ``SIGNFLOW_TEST_STALL=<output name>:<n>:<mode>``: Python
-imports this module at start-up (``site``), which wraps ``signflow.io.atomic_path`` (the one helper every
+imports this module at start-up (``site``), which wraps ``signflow.files.atomic_path`` (the one helper every
 output goes through) before any stage imports it. At the n-th write of an output named ``<output name>``:
 
 - ``write``: the temporary is complete but not renamed yet (a kill lands between write and rename);
@@ -30,10 +30,10 @@ def _stall() -> None:
 
 
 def _stall_at_next_step() -> None:
-    """Wrap signflow.train.lr_factor (called once per batch) to stall at its second call from now."""
-    import signflow.train
+    """Wrap signflow.training.loop.lr_factor (called once per batch) to stall at its second call from now."""
+    import signflow.training.loop
 
-    original, calls = signflow.train.lr_factor, [0]
+    original, calls = signflow.training.loop.lr_factor, [0]
 
     def lr_factor(*args: object) -> float:
         calls[0] += 1
@@ -41,14 +41,14 @@ def _stall_at_next_step() -> None:
             _stall()
         return original(*args)
 
-    signflow.train.lr_factor = lr_factor
+    signflow.training.loop.lr_factor = lr_factor
 
 
 def _install(spec: str) -> None:
-    import signflow.io
+    import signflow.files
 
     name, nth, mode = spec.split(":")
-    original, seen = signflow.io.atomic_path, [0]
+    original, seen = signflow.files.atomic_path, [0]
 
     @contextmanager
     def atomic_path(path):  # type: ignore[no-untyped-def]
@@ -67,7 +67,7 @@ def _install(spec: str) -> None:
             else:
                 _stall()
 
-    signflow.io.atomic_path = atomic_path
+    signflow.files.atomic_path = atomic_path
 
 
 if os.environ.get(STALL_ENV):

@@ -485,7 +485,7 @@ def render_dataset(
     tracks, any other at most ``config.max_other_tracks``. Writes
     ``<class:05d>/<track:05d>_<frame:05d>.png`` and returns one record per
     image (ROI x2/y2 exclusive). Files are written in place: wrap ``out_dir`` in
-    ``signflow.io.atomic_path`` if a crash must not leave a partial tree.
+    ``signflow.files.atomic_path`` if a crash must not leave a partial tree.
     """
     config.validate("data.synthetic")  # a bad value fails naming its params key, before any work
     specs = [resolve_sign(class_id) for class_id in class_ids]  # fail before any work

@@ -9,13 +9,13 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from signflow.calibration import softmax
-from signflow.checkpoint import RETRAIN, CheckpointError, check_compatible, load_checkpoint
 from signflow.data.arrays import release_resident
+from signflow.evaluation.openset import unknown_index
 from signflow.logs import first_line
-from signflow.models import FeatureSpec, SignModel, create_model
-from signflow.openset import unknown_index
-from signflow.transforms import Normalization, eval_transform
+from signflow.model.backbones import FeatureSpec, SignModel, create_model
+from signflow.model.calibration import softmax
+from signflow.model.checkpoint import RETRAIN, CheckpointError, check_compatible, load_checkpoint
+from signflow.model.transforms import Normalization, eval_transform
 
 if TYPE_CHECKING:
     from signflow.config import Config
@@ -29,7 +29,7 @@ class LoadedModel:
     image_size: int
     device: torch.device
     channels_last: bool
-    temperature: float = 1.0  # fitted on validation at the end of training (signflow.calibration)
+    temperature: float = 1.0  # fitted on validation at the end of training (signflow.model.calibration)
 
     @property
     def unknown_index(self) -> int | None:

@@ -16,11 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from signflow.calibration import softmax
 from signflow.config import EvaluateConfig
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET
-from signflow.inference import LoadedModel, predict_logits
-from signflow.metrics import (
+from signflow.evaluation.metrics import (
     CONFIDENCE_LEVEL,
     choose_threshold,
     classification_metrics,
@@ -37,7 +35,9 @@ from signflow.metrics import (
     share_assigned_known,
     wilson_interval,
 )
-from signflow.openset import decide, max_softmax_score
+from signflow.evaluation.openset import decide, max_softmax_score
+from signflow.model.calibration import softmax
+from signflow.model.inference import LoadedModel, predict_logits
 
 ROUND_DIGITS = 6  # stable, diff-friendly numbers in metrics files
 PREDICTION_COLUMNS = ["path", "label", "prediction", "confidence", "known_score", "decision", "role"]

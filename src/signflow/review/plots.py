@@ -16,7 +16,7 @@ picture is a difference in the data. The left half of the PNG is the base, the
 right half the head, each under its label: each side is its own Agg figure of
 the same size, the two pixel arrays put side by side, so equal data under
 equal labels gives two identical halves (sub-figures of one figure are placed
-to fractions of a pixel and would not). Drawn with ``signflow.plots``' look
+to fractions of a pixel and would not). Drawn with ``signflow.evaluation.plots``' look
 (colours, fonts, the confusion panel).
 """
 
@@ -32,8 +32,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import imsave
 
-from signflow.io import atomic_path
-from signflow.plots import (
+from signflow.evaluation.plots import (
     BAR_AXIS_INCHES,
     BAR_COLOUR,
     BAR_INCHES,
@@ -51,6 +50,7 @@ from signflow.plots import (
     confusion_figure_size,
     short_label,
 )
+from signflow.files import atomic_path
 
 SIDES = ("base", "head")
 HISTORY_X = ("epoch", "step")  # x column of a per-epoch (or per-step) history
@@ -285,7 +285,7 @@ def plot_comparison(base: Frame, head: Frame, out: Path | str, labels: Sequence[
 
 
 def _side_figure(width: float, height: float) -> Figure:
-    """One side: a plain Agg figure (no pyplot registry, as in ``signflow.plots``)."""
+    """One side: a plain Agg figure (no pyplot registry, as in ``signflow.evaluation.plots``)."""
     fig = Figure(figsize=(width, height), dpi=DPI, layout="constrained", facecolor="white")
     FigureCanvasAgg(fig)
     return fig

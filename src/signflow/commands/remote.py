@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from signflow.logs import setup_logging
-from signflow.prreport import command_env
+from signflow.review.report import command_env
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -c "from signflow.remote import main; main()"``) until the CLI registers it."""
+    """Stand-alone entry (``python -c "from signflow.commands.remote import main; main()"``) until the CLI registers it."""
     parser = argparse.ArgumentParser(prog="signflow remote", description=DESCRIPTION)
     add_arguments(parser)
     args = parser.parse_args(argv)

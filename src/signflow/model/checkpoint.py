@@ -14,7 +14,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from signflow.io import atomic_path
+from signflow.files import atomic_path
 
 FORMAT_VERSION = 1
 RETRAIN = "retrain with `dvc repro train`"
@@ -52,7 +52,7 @@ class _WriteErrors:
 def save_checkpoint(path: Path | str, state: dict[str, Any]) -> None:
     """Write ``state`` atomically: an interrupted or failed save never touches the previous file.
 
-    A failed write (no space left) raises OSError naming ``path`` (see :func:`signflow.io.atomic_path`).
+    A failed write (no space left) raises OSError naming ``path`` (see :func:`signflow.files.atomic_path`).
     """
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
         writer = _WriteErrors(fh)

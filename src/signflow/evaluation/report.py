@@ -20,14 +20,14 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from signflow import plots
 from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, flatten
 from signflow.data.arrays import load_split
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET, ROLE_UNKNOWN
-from signflow.inference import LoadedModel, predict_probs
-from signflow.io import atomic_path
-from signflow.metrics import confusion_matrix_counts
-from signflow.openset import decide
+from signflow.evaluation import plots
+from signflow.evaluation.metrics import confusion_matrix_counts
+from signflow.evaluation.openset import decide
+from signflow.files import atomic_path
+from signflow.model.inference import LoadedModel, predict_probs
 
 log = logging.getLogger(__name__)
 

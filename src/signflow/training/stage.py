@@ -20,18 +20,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from signflow import distributed
-from signflow.calibration import Calibration, fit_temperature
-from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import Config, flatten
 from signflow.data.arrays import load_split
-from signflow.inference import load_model, predict_logits
-from signflow.io import atomic_path, file_digest, write_json
-from signflow.models import FeatureSpec, SignModel, create_model
+from signflow.files import atomic_path, file_digest, write_json
+from signflow.model.backbones import FeatureSpec, SignModel, create_model
+from signflow.model.calibration import Calibration, fit_temperature
+from signflow.model.checkpoint import load_checkpoint, save_checkpoint
+from signflow.model.inference import load_model, predict_logits
+from signflow.model.strategies import is_backbone_frozen, resolve_weights
 from signflow.runtime import configure_runtime
-from signflow.strategies import is_backbone_frozen, resolve_weights
 from signflow.tracking import Tracker, git_commit, run_name_for, tracked_run
-from signflow.train import BEST_FILE, LAST_FILE, ArraySet, EpochCallback, EpochStats, TrainResult, fit
+from signflow.training import distributed
+from signflow.training.loop import BEST_FILE, LAST_FILE, ArraySet, EpochCallback, EpochStats, TrainResult, fit
 
 # metrics/train_history.csv: what the run learned, identical for the same run on any machine;
 # each epoch's duration goes to the timings history beside it (paths.TRAIN_TIMINGS_HISTORY).

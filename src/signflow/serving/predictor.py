@@ -5,15 +5,15 @@
     >>> predictor.predict(["photo.jpg", "more_photos/", rgb_array])  # the records of `signflow predict --json`
 
 The file's suffix picks the backend (:data:`BACKENDS`): ``.pt`` rebuilds the
-checkpoint in PyTorch (``signflow.inference``); ``.onnx`` runs the exported
+checkpoint in PyTorch (``signflow.model.inference``); ``.onnx`` runs the exported
 graph in onnxruntime, reading class names, image size and threshold from the
 JSON sidecar beside it. Both give calibrated probabilities for uint8 RGB images
 (N, S, S, 3) already decoded and resized by ``signflow.data.images``, and share
-everything else (``signflow.predict``). This module imports nothing heavy at the
+everything else (``signflow.serving.batch``). This module imports nothing heavy at the
 top: torch only inside the torch backend, so a ``pip install signflow[predict]``
 environment (numpy, OpenCV, Pillow, onnxruntime; no torch) runs the ONNX one.
 
-The ONNX contract (``signflow.export`` writes it): input "images" uint8
+The ONNX contract (``signflow.serving.export`` writes it): input "images" uint8
 (batch, S, S, 3) RGB NHWC; output "probabilities" float32 (batch, K),
 normalisation and temperature folded in; the sidecar ``model.json`` (see
 :func:`read_sidecar`).
@@ -33,10 +33,10 @@ import numpy as np
 
 from signflow.data.images import DEFAULT_LIMITS, ImageLimits
 from signflow.logs import first_line
-from signflow.predict import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Input, Result, predict_inputs
+from signflow.serving.batch import DEFAULT_BATCH_SIZE, DEFAULT_TOP_K, Input, Result, predict_inputs
 
 if TYPE_CHECKING:
-    from signflow.inference import LoadedModel
+    from signflow.model.inference import LoadedModel
 
 log = logging.getLogger(__name__)
 
@@ -122,15 +122,15 @@ class TorchPredictor(Predictor):
         self.loaded = loaded
 
     def _probabilities(self, images: np.ndarray, batch_size: int) -> np.ndarray:
-        from signflow.inference import predict_probs
+        from signflow.model.inference import predict_probs
 
         return predict_probs(self.loaded, images, batch_size)
 
 
 def _load_torch(path: Path, device: str, threshold: float | None) -> Predictor:
     # torch, timm and the model code: only for this backend.
-    from signflow.checkpoint import CheckpointError
-    from signflow.inference import load_model
+    from signflow.model.checkpoint import CheckpointError
+    from signflow.model.inference import load_model
     from signflow.runtime import DeviceUnavailableError, resolve_device
 
     try:
@@ -183,7 +183,7 @@ def _sidecar_problem(meta: Any) -> str | None:
 
 
 def read_sidecar(model_path: Path | str) -> dict[str, Any]:
-    """The validated sidecar of an ONNX model (keys: the ONNX contract in ``signflow.export``).
+    """The validated sidecar of an ONNX model (keys: the ONNX contract in ``signflow.serving.export``).
 
     Raises :class:`PredictorError` naming the file when it is missing, not
     JSON, or not a signflow-onnx sidecar this version reads.

@@ -44,9 +44,9 @@ from tqdm import tqdm
 from signflow import paths
 from signflow.catalog import BACKBONES, STRATEGIES
 from signflow.config import Config, ConfigError, load_config, load_params
-from signflow.io import write_text
+from signflow.files import write_text
 from signflow.logs import setup_logging
-from signflow.prreport import command_env
+from signflow.review.report import command_env
 
 log = logging.getLogger(__name__)
 
@@ -768,7 +768,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone entry (`python -c "from signflow.sweep import main; ..."`), same as `signflow sweep`."""
+    """Standalone entry (`python -c "from signflow.commands.sweep import main; ..."`), same as `signflow sweep`."""
     args = build_parser().parse_args(argv)
     setup_logging()
     return run(args)

@@ -4,7 +4,7 @@ Every input (an image file, or an in-memory array) gets one result, either a
 prediction or the reason it could not be used, so one broken file never hides
 the others. Files are decoded in a thread pool (decoding dominates for small
 models) and classified in batches, a block of files at a time so memory stays
-bounded for any number of inputs. The model is a :class:`signflow.predictor.Predictor`
+bounded for any number of inputs. The model is a :class:`signflow.serving.predictor.Predictor`
 (PyTorch or onnxruntime): this module imports neither, nor anything else heavy
 (no torch, pandas, yaml), so the ONNX path runs in a ``signflow[predict]`` install.
 """
@@ -35,11 +35,11 @@ from signflow.data.images import (
     read_rgb,
     try_decode,
 )
-from signflow.openset import decide
+from signflow.evaluation.openset import decide
 from signflow.parallel import resolve_workers
 
 if TYPE_CHECKING:
-    from signflow.predictor import Predictor
+    from signflow.serving.predictor import Predictor
 
 log = logging.getLogger(__name__)
 
@@ -391,7 +391,7 @@ def plot_probabilities(results: Sequence[Result], out_png: Path | str, threshold
     Failed files are left out; past ``PLOT_MAX_IMAGES`` images the rest are
     skipped with a warning, since a wall of tiny charts helps no one.
     """
-    from signflow.plots import plot_probability_bars  # matplotlib: only when a chart is asked for
+    from signflow.evaluation.plots import plot_probability_bars  # matplotlib: only when a chart is asked for
 
     shown = [r for r in results if "error" not in r]
     if len(shown) > PLOT_MAX_IMAGES:

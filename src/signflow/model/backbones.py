@@ -33,7 +33,7 @@ from torch import nn
 from signflow.catalog import BACKBONES as BACKBONE_NAMES
 from signflow.catalog import DEFAULT_BACKBONE, BackboneEntry, list_backbones
 from signflow.config import WEIGHTS, check_choice
-from signflow.transforms import Normalization  # defined once, used by transforms and models
+from signflow.model.transforms import Normalization  # defined once, used by transforms and models
 
 log = logging.getLogger(__name__)
 

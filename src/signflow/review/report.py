@@ -10,7 +10,7 @@ Timings (every file under ``metrics/timings/``, ``signflow.paths.TIMINGS_DIR``)
 change with the runner and its load, not with the pull request: their rows
 leave the metrics table for a section of their own, so a PR that changes
 nothing else shows no metrics diff. Each changed plot data file is drawn, base
-beside head, to a PNG (``signflow.prplots``) that the markdown links.
+beside head, to a PNG (``signflow.review.plots``) that the markdown links.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from signflow import paths
-from signflow.io import write_text
+from signflow.files import write_text
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported when a picture is drawn: `sweep` imports this module
     import pandas as pd
@@ -219,7 +219,7 @@ def draw_plot_change(repo: Path, base: str, name: str, base_files: set[str], out
     """Draw ``name`` at ``base`` (left) and in the workspace (right) to ``out``; the kind, or None if no picture."""
     import pandas as pd
 
-    from signflow.prplots import plot_comparison
+    from signflow.review.plots import plot_comparison
 
     suffix = Path(name).suffix.lower()
     old = new = None  # None: no such file in that revision

@@ -26,7 +26,7 @@ from torch import nn
 
 from signflow.catalog import STRATEGIES, TRAINS_ALL, TRAINS_HEAD_ONLY, TRAINS_LAST_BLOCKS, StrategySpec
 from signflow.config import ConfigError, check_choice
-from signflow.models import SignModel
+from signflow.model.backbones import SignModel
 
 log = logging.getLogger(__name__)
 

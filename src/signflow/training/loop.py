@@ -7,7 +7,7 @@ of augmented views cached once from the frozen backbone through the head only
 (an epoch then costs milliseconds). Everything else (schedule, clipping, early
 stopping, checkpoints, resume) is shared.
 
-Distributed (torchrun, ``signflow.distributed``): each epoch's seeded global
+Distributed (torchrun, ``signflow.training.distributed``): each epoch's seeded global
 order and its global batches of ``train.batch_size`` are the same on every
 rank; each rank trains on its slice ``batch[rank::world]`` of every global
 batch through DistributedDataParallel (gradients averaged), evaluates its
@@ -33,12 +33,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from signflow import distributed
-from signflow.checkpoint import load_checkpoint, save_checkpoint
 from signflow.config import TrainConfig
 from signflow.data.arrays import release_resident
-from signflow.strategies import apply_train_mode, param_groups, resolve_strategy
-from signflow.transforms import Normalization, eval_transform, train_transform
+from signflow.model.checkpoint import load_checkpoint, save_checkpoint
+from signflow.model.strategies import apply_train_mode, param_groups, resolve_strategy
+from signflow.model.transforms import Normalization, eval_transform, train_transform
+from signflow.training import distributed
 
 log = logging.getLogger(__name__)
 
@@ -363,7 +363,7 @@ def fit(
 
     ``checkpoint_meta`` (config, class names, backbone, image size...) is stored
     in every checkpoint; ``fingerprint`` identifies config + data for resume.
-    In a process group (``signflow.distributed``) every rank calls this with the
+    In a process group (``signflow.training.distributed``) every rank calls this with the
     same arguments: every rank resumes from last.pt, only rank 0 writes, and
     ``callbacks`` run on every rank (the caller gives rank 0 its tracker). They
     run after each epoch, once its checkpoints are written; a resumed run first

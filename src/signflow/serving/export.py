@@ -24,9 +24,10 @@ import torch
 from torch import nn
 
 import signflow
-from signflow.inference import LoadedModel, predict_probs
-from signflow.io import atomic_path, file_digest, write_json
-from signflow.predictor import (
+from signflow.files import atomic_path, file_digest, write_json
+from signflow.model.inference import LoadedModel, predict_probs
+from signflow.model.transforms import eval_transform
+from signflow.serving.predictor import (
     INPUT_NAME,
     INPUT_SPEC,
     ONNX_FORMAT,
@@ -36,7 +37,6 @@ from signflow.predictor import (
     load_predictor,
     sidecar_path,
 )
-from signflow.transforms import eval_transform
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""signflow.commands: one module per `signflow` subcommand."""

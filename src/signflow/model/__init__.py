@@ -1,0 +1,1 @@
+"""signflow.model: the network: backbones, strategies, transforms, checkpoints, calibration, inference."""

@@ -1,0 +1,1 @@
+"""signflow.review: the pull-request review: base against head."""

@@ -1,0 +1,1 @@
+"""signflow.serving: prediction for users: the Predictor, batch prediction, ONNX export."""

@@ -1,0 +1,1 @@
+"""signflow.training: the training loop, the train stage's glue, distributed training."""
