@@ -27,14 +27,14 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from signflow.config import UNKNOWN_NAME, Config
+from signflow.catalog import UNKNOWN_NAME
+from signflow.config import Config
 from signflow.data.decode import decode_frame
 from signflow.data.images import ImageLimits
 from signflow.data.sources.gtsrb import read_gtsrb_tree
 from signflow.data.split import split_targets
-from signflow.evaluation.openset import decide
+from signflow.evaluation.openset import decide, resolve_threshold
 from signflow.model.inference import load_model, predict_probs
-from signflow.serving.batch import resolve_threshold
 
 import common
 

@@ -6,11 +6,11 @@ import os
 from signflow import paths
 from signflow.config import load_config
 from signflow.data.arrays import load_split
+from signflow.evaluation.openset import AUTO, resolve_threshold
 from signflow.files import write_json
 from signflow.logs import run_stage, setup_logging
 from signflow.model.inference import load_model
 from signflow.runtime import configure_runtime
-from signflow.serving.batch import AUTO, resolve_threshold
 from signflow.serving.export import ExportPaths, export_verified
 from signflow.serving.predictor import load_predictor
 from signflow.tracking import git_commit, tracked_run

@@ -11,12 +11,8 @@ import torch
 
 from signflow.config import EvaluateConfig
 from signflow.evaluation.evaluate import evaluate, score_split
-from signflow.evaluation.metrics import (
-    choose_threshold,
-    expected_calibration_error,
-    prediction_correct,
-    reliability_bins,
-)
+from signflow.evaluation.metrics import expected_calibration_error, reliability_bins
+from signflow.evaluation.openset import choose_threshold, prediction_correct
 from signflow.model.backbones import create_model
 from signflow.model.calibration import BETA_RANGE, fit_temperature, softmax, succession_targets
 from signflow.model.checkpoint import load_checkpoint, save_checkpoint

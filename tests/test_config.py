@@ -9,14 +9,13 @@ from typing import Any
 import pytest
 import yaml
 
-from signflow.catalog import BACKBONES, STRATEGIES
+from signflow.catalog import BACKBONES, STRATEGIES, flatten
 from signflow.config import (
     MIN_SYNTHETIC_SIDE,
     WEIGHTS,
     Config,
     ConfigError,
     DataConfig,
-    flatten,
     from_mapping,
     load_config,
     load_params,

@@ -27,8 +27,12 @@ import numpy as np
 import pytest
 import torch
 
-from signflow.cli import COMMANDS, DEFAULT_MODELS, EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, main
-from signflow.config import UNKNOWN_NAME, load_config
+from signflow.catalog import UNKNOWN_NAME
+from signflow.cli import COMMANDS, EXIT_FILES_FAILED, EXIT_OK, EXIT_USAGE, main
+from signflow.commands import predict as predict_command
+from signflow.commands.predict import DEFAULT_MODELS
+from signflow.config import load_config
+from signflow.evaluation import openset
 from signflow.model.checkpoint import save_checkpoint
 from signflow.model.inference import load_model
 from signflow.serving import batch as predict
@@ -233,7 +237,7 @@ def test_table_marks_failed_files(capsys, checkpoint, image_files, bad_inputs):
     code, out, _ = _run(capsys, image_files[0], bad_inputs[1], "--model", checkpoint)
     assert code == EXIT_FILES_FAILED
     failed_line = next(line for line in out.splitlines() if line.startswith(str(bad_inputs[1])))
-    assert predict.TABLE_FAILED in failed_line and "not an image" in failed_line
+    assert predict_command.TABLE_FAILED in failed_line and "not an image" in failed_line
     assert out.strip().splitlines()[-1] == "1 classified, 1 failed"
 
 
@@ -305,13 +309,13 @@ def test_threshold_auto_reads_evaluate_metrics(capsys, tmp_path, checkpoint, ima
 def test_resolve_threshold(tmp_path, value, expected):
     metrics = tmp_path / "evaluate.json"
     metrics.write_text(json.dumps({"openset": {"threshold": 0.42}}))  # nested works as well as flat
-    assert predict.resolve_threshold(value, metrics) == expected
+    assert openset.resolve_threshold(value, metrics) == expected
 
 
 @pytest.mark.parametrize("value", ["-0.1", "1.01", "high", ""])
 def test_resolve_threshold_refuses(tmp_path, value):
     with pytest.raises(ValueError, match="threshold"):
-        predict.resolve_threshold(value, tmp_path / "evaluate.json")
+        openset.resolve_threshold(value, tmp_path / "evaluate.json")
 
 
 # ------------------------------------------------------------------ fast path = plain path
@@ -465,7 +469,7 @@ def test_help_lists_every_command_and_imports_none(repo_root, tmp_path):
     for name, command in COMMANDS.items():
         assert name in out and _squeezed(command.help) in _squeezed(out)
     assert heavy == []
-    assert err.strip() == str(["signflow.catalog", "signflow.cli", "signflow.logs", "signflow.paths"])
+    assert err.strip() == str(["signflow.cli", "signflow.logs"])
 
 
 def _squeezed(text: str) -> str:

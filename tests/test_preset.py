@@ -17,9 +17,10 @@ import pytest
 import torch
 import yaml
 
+from signflow.catalog import flatten
 from signflow.cli import EXIT_OK, EXIT_USAGE, main
 from signflow.commands import preset as presets
-from signflow.config import Config, flatten, load_config, load_params
+from signflow.config import Config, load_config, load_params
 from signflow.data.sources.synthetic.signs import SIGN_TYPES
 from signflow.evaluation import plots
 from signflow.model.checkpoint import save_checkpoint

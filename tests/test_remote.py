@@ -25,7 +25,8 @@ import pytest
 import yaml
 from moto.server import ThreadedMotoServer
 
-from signflow.commands.remote import RemoteError, configure_remote, default_storage, main
+from signflow.cli import main
+from signflow.commands.remote import RemoteError, configure_remote, default_storage
 from signflow.model.checkpoint import load_checkpoint
 
 from http_server import free_port
@@ -242,7 +243,7 @@ def test_remote_refuses_an_endpoint_without_s3(tmp_path: Path) -> None:
 
 
 def test_remote_command_fails_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["s3://bucket/path", "--endpoint-url", "http://127.0.0.1:9000", "--root", str(tmp_path)]) == 2
+    assert main(["remote", "s3://bucket/path", "--endpoint-url", "http://127.0.0.1:9000", "--root", str(tmp_path)]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err.count("\n") == 1
     assert captured.err.startswith("signflow: error:") and "dvc init" in captured.err
@@ -253,7 +254,7 @@ def test_python_entry_point_prints_the_remote(tmp_path: Path) -> None:
     root, storage = tmp_path / "project", tmp_path / "elsewhere"
     root.mkdir()
     subprocess.run([sys.executable, "-m", "dvc", "init", "-q", "--no-scm"], cwd=root, check=True)
-    code = "import sys; from signflow.commands.remote import main; sys.exit(main(sys.argv[1:]))"
+    code = "import sys; from signflow.cli import main; sys.exit(main(['remote', *sys.argv[1:]]))"
     proc = subprocess.run([sys.executable, "-c", code, str(storage), "--name", "team", "--root", str(root)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr

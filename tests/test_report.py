@@ -27,16 +27,9 @@ import torch
 import yaml
 
 from signflow import paths
+from signflow.catalog import UNKNOWN_NAME
 from signflow.commands import preset as presets
-from signflow.config import (
-    SPLIT_NAMES,
-    UNKNOWN_NAME,
-    Config,
-    DataConfig,
-    EvaluateConfig,
-    load_config,
-    load_params,
-)
+from signflow.config import SPLIT_NAMES, Config, DataConfig, EvaluateConfig, load_config, load_params
 from signflow.data.arrays import write_split
 from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_UNKNOWN, to_frame
 from signflow.data.records import RawRecord

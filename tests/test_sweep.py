@@ -459,7 +459,7 @@ def baseline(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Proje
 @pytest.mark.slow
 def test_sweep_end_to_end(baseline: Project, record_property: Any) -> None:
     started = time.monotonic()
-    command = [sys.executable, "-c", "import sys; from signflow.commands.sweep import main; sys.exit(main(sys.argv[1:]))",
+    command = [sys.executable, "-m", "signflow", "sweep",
                "-S", "strategy=scratch,full", "-S", "unknown.enabled=false", "--jobs", "2",
                "--timeout", str(SWEEP_TIMEOUT)]
     try:

@@ -20,8 +20,9 @@ import yaml
 from mlflow.tracking import MlflowClient
 
 from signflow import tracking
-from signflow.cli import run_files
-from signflow.config import flatten, load_config
+from signflow.catalog import flatten
+from signflow.commands.log_run import run_files
+from signflow.config import load_config
 from signflow.tracking import (
     EXPERIMENT,
     FAST_FAIL_ENV,

@@ -19,7 +19,7 @@ which ``config.py`` needs; ``config.py`` re-exports them.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -85,6 +85,14 @@ def list_backbones() -> list[str]:
 
 # The trained open-set class and the answer for a rejected image: one name everywhere.
 UNKNOWN_NAME = "unknown"
+
+
+def unknown_index(class_names: Sequence[str]) -> int | None:
+    """Column of the trained "unknown" class, or None for a model without one."""
+    names = list(class_names)
+    return names.index(UNKNOWN_NAME) if UNKNOWN_NAME in names else None
+
+
 DEVICES = ("auto", "cpu", "cuda")  # train.device and `signflow predict --device`
 
 

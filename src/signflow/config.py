@@ -26,7 +26,6 @@ import yaml
 
 # UNKNOWN_NAME, DEVICES and flatten live in catalog (the torch- and yaml-free predict path uses them).
 from signflow.catalog import BACKBONES, DEVICES, STRATEGIES, UNKNOWN_NAME
-from signflow.catalog import flatten as flatten  # re-exported: config.flatten keeps working
 
 # The official training archive, with the URL and md5 torchvision.datasets.GTSRB uses.
 GTSRB_ARCHIVES = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"

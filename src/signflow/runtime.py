@@ -14,7 +14,8 @@ from collections.abc import Mapping
 import psutil
 import torch
 
-from signflow.config import DEVICES, TrainConfig
+from signflow.catalog import DEVICES
+from signflow.config import TrainConfig
 from signflow.parallel import available_cores
 
 log = logging.getLogger(__name__)

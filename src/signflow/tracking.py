@@ -206,7 +206,8 @@ def relog_outputs(files: RunFiles, uri: str | None = None) -> str | None:
     """
     from mlflow.tracking import MlflowClient
 
-    from signflow.config import flatten, load_config
+    from signflow.catalog import flatten
+    from signflow.config import load_config
 
     tracker = Tracker(uri or resolve_tracking_uri(files.root))
     client = MlflowClient(tracking_uri=tracker.uri)

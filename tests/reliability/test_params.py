@@ -23,6 +23,7 @@ import pytest
 import yaml
 
 from signflow import cli
+from signflow.commands import list_backbones
 from signflow.config import Config, ConfigError, from_mapping, load_config, load_params
 from signflow.logs import DEBUG_ENV, EXIT_USER_ERROR, USER_ERRORS, report_user_errors
 
@@ -408,13 +409,13 @@ def test_cli_prints_a_user_error_as_one_line(
     def handler(args: object) -> int:
         raise ConfigError("params.yaml: strategy='x' is invalid; allowed: linear")
 
-    monkeypatch.setattr(cli, "_run_list_backbones", handler)
+    monkeypatch.setattr(list_backbones, "run", handler)
     assert cli.main(["list-backbones"]) == EXIT_USER_ERROR
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err == f"{ERROR_PREFIX}params.yaml: strategy='x' is invalid; allowed: linear\n"
 
-    monkeypatch.setattr(cli, "_run_list_backbones", lambda args: 1 / 0)
+    monkeypatch.setattr(list_backbones, "run", lambda args: 1 / 0)
     with pytest.raises(ZeroDivisionError):  # a bug: the traceback stays
         cli.main(["list-backbones"])
 

@@ -53,13 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from signflow.cli import EXIT_OK
+from signflow.commands.args import fail
 from signflow.config import Config, ConfigError, load_config
 from signflow.files import atomic_path, write_text
 
 log = logging.getLogger(__name__)
 
-EXIT_OK = 0
-EXIT_FAILED = 2  # as the CLI's usage errors: the user has something to fix
 PRESETS_DIRNAME = "presets"  # beside params.yaml, at the repository root
 PRESET_SUFFIX = ".yaml"
 DEFAULT_PARAMS = Path("params.yaml")
@@ -296,8 +296,7 @@ def run(args: argparse.Namespace) -> int:
             raise PresetError(f"name a preset to apply (or --list them); available: {available}")
         changes = apply_preset(args.params, resolve_preset(args.name, presets_dir))
     except (PresetError, OSError) as err:
-        print(f"signflow: error: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(str(err))
     for change in changes:
         log.info("%s: %s -> %s", change.key, _brief(change.old), _brief(change.new))
     if changes:

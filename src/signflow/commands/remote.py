@@ -17,11 +17,10 @@ import argparse
 import logging
 import shutil
 import subprocess
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
-from signflow.logs import setup_logging
+from signflow.cli import EXIT_OK
+from signflow.commands.args import fail
 from signflow.review.report import command_env
 
 log = logging.getLogger(__name__)
@@ -41,9 +40,6 @@ CREDENTIALS_HINT = (
 
 # The one-line help of `signflow remote` (the CLI's registry can use it too).
 DESCRIPTION = "configure the default DVC remote that dvc push/pull use for data and models"
-
-EXIT_OK = 0
-EXIT_FAILED = 2
 
 
 class RemoteError(RuntimeError):
@@ -119,16 +115,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         url = configure_remote(args.root, args.url, args.endpoint_url, args.name)
     except RemoteError as err:
-        print(f"signflow: error: {err}", file=sys.stderr)
-        return EXIT_FAILED
+        return fail(str(err))
     print(f"{args.name}: {url}" + (f" (endpoint {args.endpoint_url})" if args.endpoint_url else ""))
     return EXIT_OK
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry (``python -c "from signflow.commands.remote import main; main()"``) until the CLI registers it."""
-    parser = argparse.ArgumentParser(prog="signflow remote", description=DESCRIPTION)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    setup_logging()
-    return run(args)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from signflow.config import OFFICIAL_TEST_SPLIT, SPLIT_NAMES, UNKNOWN_NAME, DataConfig, SplitConfig, UnknownConfig
+from signflow.catalog import UNKNOWN_NAME
+from signflow.config import OFFICIAL_TEST_SPLIT, SPLIT_NAMES, DataConfig, SplitConfig, UnknownConfig
 from signflow.data.arrays import write_split_streamed
 from signflow.data.decode import decode_into
 from signflow.data.images import ImageLimits

@@ -20,22 +20,25 @@ from signflow.config import EvaluateConfig
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET
 from signflow.evaluation.metrics import (
     CONFIDENCE_LEVEL,
-    choose_threshold,
     classification_metrics,
     classification_report_text,
     confusion_rows,
     expected_calibration_error,
+    per_class_table,
+    reliability_bins,
+    wilson_interval,
+)
+from signflow.evaluation.openset import (
+    choose_threshold,
+    decide,
+    max_softmax_score,
     openset_accuracy,
     openset_outcomes,
     openset_scores,
-    per_class_table,
     prediction_correct,
-    reliability_bins,
     roc_points,
     share_assigned_known,
-    wilson_interval,
 )
-from signflow.evaluation.openset import decide, max_softmax_score
 from signflow.model.calibration import softmax
 from signflow.model.inference import LoadedModel, predict_logits
 

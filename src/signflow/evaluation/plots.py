@@ -22,7 +22,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
-from signflow.evaluation.metrics import DEFAULT_TPR, confusion_matrix_counts, expected_calibration_error
+from signflow.evaluation.metrics import confusion_matrix_counts, expected_calibration_error
+from signflow.evaluation.openset import DEFAULT_TPR
 from signflow.files import atomic_path
 
 DPI = 110  # sharp on GitHub at its ~900 px content width without multi-megabyte PNGs

@@ -20,7 +20,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from signflow.config import SPLIT_NAMES, UNKNOWN_NAME, flatten
+from signflow.catalog import UNKNOWN_NAME, flatten
+from signflow.config import SPLIT_NAMES
 from signflow.data.arrays import load_split
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET, ROLE_UNKNOWN
 from signflow.evaluation import plots

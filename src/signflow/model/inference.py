@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from signflow.catalog import unknown_index
 from signflow.data.arrays import release_resident
-from signflow.evaluation.openset import unknown_index
 from signflow.logs import first_line
 from signflow.model.backbones import FeatureSpec, SignModel, create_model
 from signflow.model.calibration import softmax

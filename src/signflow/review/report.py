@@ -15,7 +15,6 @@ beside head, to a PNG (``signflow.review.plots``) that the markdown links.
 
 from __future__ import annotations
 
-import argparse
 import io
 import logging
 import os
@@ -313,25 +312,3 @@ def write_pr_report(repo: Path, base: str, out: Path, dvc: str = "dvc", images_d
     write_text(out, markdown)
     log.info("wrote PR report vs %s to %s", base, out)
     return markdown
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of `signflow pr-report` (the CLI registers the subcommand)."""
-    parser.add_argument("--base", default=DEFAULT_BASE,
-                        help="git revision to compare against, e.g. origin/main in CI (default: %(default)s)")
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
-                        help="markdown file to write (default: %(default)s)")
-    parser.add_argument("--images-dir", type=Path, default=DEFAULT_IMAGES_DIR,
-                        help="folder for the base-vs-head PNG of each changed plot file, linked from the markdown "
-                             "by relative paths; the PNGs already in it are removed (default: %(default)s)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry for `signflow pr-report`: write the report, print it; 1 on a failed command."""
-    try:
-        markdown = write_pr_report(Path.cwd(), args.base, args.out, images_dir=args.images_dir)
-    except PrReportError as err:
-        log.error("%s", err)
-        return 1
-    sys.stdout.write(markdown)
-    return 0

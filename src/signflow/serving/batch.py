@@ -12,7 +12,6 @@ bounded for any number of inputs. The model is a :class:`signflow.serving.predic
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import stat
@@ -24,15 +23,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from signflow.catalog import flatten
 from signflow.data.images import (
     DEFAULT_LIMITS,
     IMAGE_SUFFIXES,
-    BadImageError,
     DecodeOutcome,
     ImageLimits,
     crop_and_resize,
-    read_rgb,
     try_decode,
 )
 from signflow.evaluation.openset import decide
@@ -43,9 +39,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# Key the evaluate stage writes its validation-chosen rejection threshold under.
-THRESHOLD_KEY = "openset.threshold"
-AUTO = "auto"  # --threshold auto: the threshold chosen on validation (evaluate.json, or an ONNX model's sidecar)
 DEFAULT_TOP_K = 3
 DEFAULT_BATCH_SIZE = 256
 # The "path" of an in-memory image in results: its position among the array inputs.
@@ -54,10 +47,6 @@ ARRAY_NAME = "<array {}>"
 POOL_MIN_FILES = 16
 # Files decoded and classified together; at 224 px one block is ~150 MB of pixels.
 PREDICT_BLOCK = 1024
-# Probability chart: most images drawn, thumbnail side (px).
-PLOT_MAX_IMAGES = 24
-PLOT_THUMB_PX = 64
-TABLE_FAILED = "FAILED"
 
 Result = dict[str, Any]
 Outcome = DecodeOutcome
@@ -312,93 +301,3 @@ def predict_inputs(
             found = predict_files(predictor, run, threshold, top_k, batch_size, workers, limits)
         results.extend(found)
     return results
-
-
-def resolve_threshold(value: str, metrics_path: Path, model_threshold: float | None = None) -> float:
-    """The rejection threshold: a number in [0, 1], or ``auto`` for the evaluate stage's choice.
-
-    ``auto`` is ``model_threshold`` when the model carries one (an ONNX
-    model's sidecar: the evaluate stage's choice when it was exported), else
-    read from ``metrics_path``; it falls back to 0 (never reject) with a
-    warning when the metrics file or its key is missing, so predict works
-    before `dvc repro evaluate`.
-    """
-    if value.strip().lower() == AUTO:
-        if model_threshold is not None:
-            return float(model_threshold)
-        return _threshold_from_metrics(Path(metrics_path))
-    try:
-        threshold = float(value)
-    except ValueError:
-        raise ValueError(f"--threshold must be 'auto' or a number in [0, 1], got {value!r}") from None
-    if not 0.0 <= threshold <= 1.0:
-        raise ValueError(f"--threshold must lie in [0, 1], got {threshold}")
-    return threshold
-
-
-def _threshold_from_metrics(metrics_path: Path) -> float:
-    if not metrics_path.is_file():
-        log.warning("%s not found (run `dvc repro evaluate`); threshold 0: nothing rejected", metrics_path)
-        return 0.0
-    try:
-        # flatten: accept the flat key evaluate writes and a nested {"openset": {"threshold"}} alike.
-        threshold = flatten(json.loads(metrics_path.read_text())).get(THRESHOLD_KEY)
-    except (json.JSONDecodeError, AttributeError) as err:
-        raise ValueError(f"{metrics_path} is not a JSON object of metrics: {err}") from None
-    if threshold is None:
-        log.warning("%s has no %s; threshold 0: nothing rejected", metrics_path, THRESHOLD_KEY)
-        return 0.0
-    log.info("threshold %.4f from %s", threshold, metrics_path)
-    return float(threshold)
-
-
-# ------------------------------------------------------------------ output
-
-
-def _printable(path: str) -> str:
-    """A path as text any UTF-8 stream accepts: a name that is not UTF-8 shows its bytes as ``\\xNN``."""
-    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-
-
-def _table_row(result: Result) -> list[str]:
-    path = _printable(result["path"])
-    if "error" in result:
-        return [path, TABLE_FAILED, "-", result["error"]]
-    top = ", ".join(f"{name} {p:.3f}" for name, p in result["top_k"])
-    return [path, result["prediction"], f"{result['confidence']:.3f}", top]
-
-
-def format_table(results: Sequence[Result]) -> str:
-    """Aligned text table (path, prediction, confidence, top-k); failed files show FAILED and why."""
-    rows = [["path", "prediction", "confidence", "top-k / error"], *map(_table_row, results)]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    lines = ["  ".join([*(cell.ljust(w) for cell, w in zip(row, widths, strict=False)), row[-1]]) for row in rows]
-    failed = sum("error" in r for r in results)
-    lines.append(f"{len(results) - failed} classified, {failed} failed")
-    return "\n".join(lines)
-
-
-def _thumbnail(path: str, size: int) -> np.ndarray | None:
-    try:
-        return crop_and_resize(read_rgb(path), size)
-    except (BadImageError, OSError):  # changed since prediction: draw the bars without it
-        return None
-
-
-def plot_probabilities(results: Sequence[Result], out_png: Path | str, threshold: float | None = None) -> None:
-    """The probability chart (``plots.plot_probability_bars``, as in the report) of classified files.
-
-    Failed files are left out; past ``PLOT_MAX_IMAGES`` images the rest are
-    skipped with a warning, since a wall of tiny charts helps no one.
-    """
-    from signflow.evaluation.plots import plot_probability_bars  # matplotlib: only when a chart is asked for
-
-    shown = [r for r in results if "error" not in r]
-    if len(shown) > PLOT_MAX_IMAGES:
-        log.warning("plotting the first %d of %d images", PLOT_MAX_IMAGES, len(shown))
-        shown = shown[:PLOT_MAX_IMAGES]
-    class_names = list(shown[0]["probabilities"]) if shown else []
-    probs = np.array([[r["probabilities"][name] for name in class_names] for r in shown]).reshape(len(shown), -1)
-    titles = [f"{Path(r['path']).name}\n→ {r['prediction']}" for r in shown]
-    images = [_thumbnail(r["path"], PLOT_THUMB_PX) for r in shown]
-    plot_probability_bars(images, probs, class_names, titles, out_png, threshold)

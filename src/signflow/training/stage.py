@@ -20,7 +20,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from signflow.config import Config, flatten
+from signflow.catalog import flatten
+from signflow.config import Config
 from signflow.data.arrays import load_split
 from signflow.files import atomic_path, file_digest, write_json
 from signflow.model.backbones import FeatureSpec, SignModel, create_model
