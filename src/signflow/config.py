@@ -25,7 +25,7 @@ from typing import Any
 import yaml
 
 # UNKNOWN_NAME, DEVICES and flatten live in catalog (the torch- and yaml-free predict path uses them).
-from signflow.catalog import BACKBONES, DEVICES, STRATEGIES, UNKNOWN_NAME
+from signflow.catalog import BACKBONE_ENTRIES, DEVICES, STRATEGIES, UNKNOWN_NAME
 
 # The official training archive, with the URL and md5 torchvision.datasets.GTSRB uses.
 GTSRB_ARCHIVES = "https://sid.erda.dk/public/archives/daaeac0d7ce1152aea9b61d9f1e19370/"
@@ -287,7 +287,7 @@ class ModelConfig:
     linear: LinearFeaturesConfig = LinearFeaturesConfig()
 
     def validate(self, prefix: str) -> None:
-        check_choice(f"{prefix}.backbone", self.backbone, BACKBONES)
+        check_choice(f"{prefix}.backbone", self.backbone, BACKBONE_ENTRIES)
         check_choice(f"{prefix}.weights", self.weights, WEIGHTS)
         _check_range(f"{prefix}.dropout", self.dropout, 0.0, 0.99)
 

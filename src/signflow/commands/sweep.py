@@ -42,7 +42,7 @@ import yaml
 from tqdm import tqdm
 
 from signflow import paths
-from signflow.catalog import BACKBONES, STRATEGIES
+from signflow.catalog import BACKBONE_ENTRIES, STRATEGIES
 from signflow.config import Config, ConfigError, load_config, load_params
 from signflow.files import write_text
 from signflow.logs import setup_logging
@@ -355,7 +355,7 @@ def validate_params(params: Mapping[str, Any], workdir: Path) -> Config:
 
 
 def _pretrained_strategy_without_weights(cfg: Config) -> str | None:
-    if STRATEGIES[cfg.strategy].pretrained and not BACKBONES[cfg.model.backbone].pretrained:
+    if STRATEGIES[cfg.strategy].pretrained and not BACKBONE_ENTRIES[cfg.model.backbone].pretrained:
         return (f"strategy {cfg.strategy} needs pretrained weights but backbone {cfg.model.backbone} "
                 "has none (use strategy=scratch)")
     return None

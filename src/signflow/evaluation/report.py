@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from signflow import markdown
 from signflow.catalog import UNKNOWN_NAME, flatten
 from signflow.config import SPLIT_NAMES
 from signflow.data.arrays import load_split
@@ -224,16 +225,9 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
-def _cell(value: Any) -> str:
-    # A pipe inside a cell would split the Markdown table.
-    return _fmt(value).replace("|", "\\|").replace("\n", " ")
-
-
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A GitHub Markdown table (no tabulate dependency for one helper)."""
-    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
-    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
-    return "\n".join(lines)
+    """A Markdown table of report values (numbers to ``DIGITS`` decimals, ``MISSING`` for none)."""
+    return markdown.table(headers, rows, _fmt)
 
 
 def _pct(value: Any) -> str:

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import nn
 
-from signflow.catalog import BACKBONES as BACKBONE_NAMES
-from signflow.catalog import DEFAULT_BACKBONE, BackboneEntry, list_backbones
+from signflow.catalog import BACKBONE_ENTRIES, DEFAULT_BACKBONE, BackboneEntry, list_backbones
 from signflow.config import WEIGHTS, check_choice
 from signflow.model.transforms import Normalization  # defined once, used by transforms and models
 
@@ -345,7 +344,7 @@ def _build_simple_cnn(pretrained: bool) -> BackboneParts:
 
 
 # --- registry ----------------------------------------------------------------------------
-# The names are catalog.BACKBONES (pure data, so config validates them without torch);
+# The names are catalog.BACKBONE_ENTRIES (pure data, so config validates them without torch);
 # each entry names a family, and each family is one builder here.
 
 
@@ -393,15 +392,15 @@ FAMILIES: Mapping[str, Callable[[BackboneEntry], BackboneSpec]] = MappingProxyTy
 )
 TORCHVISION_FAMILIES = ("resnet", "mobilenet", "efficientnet", "vgg")
 
-BACKBONES: Mapping[str, BackboneSpec] = MappingProxyType(
-    {name: FAMILIES[entry.family](entry) for name, entry in BACKBONE_NAMES.items()}
+BACKBONE_SPECS: Mapping[str, BackboneSpec] = MappingProxyType(
+    {name: FAMILIES[entry.family](entry) for name, entry in BACKBONE_ENTRIES.items()}
 )
 
 
 def resolve_backbone(name: str) -> BackboneSpec:
     """The registry entry for ``name``; unknown names fail with the valid ones."""
     check_choice("model.backbone", name, list_backbones())
-    return BACKBONES[name]
+    return BACKBONE_SPECS[name]
 
 
 def create_model(
