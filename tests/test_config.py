@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from signflow.catalog import BACKBONES, STRATEGIES, flatten
+from signflow.catalog import BACKBONE_ENTRIES, STRATEGIES, flatten
 from signflow.config import (
     MIN_SYNTHETIC_SIDE,
     WEIGHTS,
@@ -72,7 +72,7 @@ def _error(params: dict[str, Any]) -> str:
 def test_real_params_load(repo_root: Path) -> None:
     cfg = load_config(repo_root / "params.yaml")
     assert cfg.strategy in STRATEGIES
-    assert cfg.model.backbone in BACKBONES
+    assert cfg.model.backbone in BACKBONE_ENTRIES
     assert cfg.data.class_ids and all(isinstance(c, str) for c in cfg.data.class_ids)
     # YAML gives int ids; they must come out as the same strings as the data's class ids.
     assert set(cfg.data.class_ids) == {str(k) for k in load_params(repo_root / "params.yaml")["data"]["classes"]}
@@ -104,7 +104,7 @@ def test_dvc_stage_params_exist(repo_root: Path, real_params: dict[str, Any]) ->
     ("key", "value", "allowed"),
     [
         ("strategy", "foo", list(STRATEGIES)),
-        ("model.backbone", "resnt18", list(BACKBONES)),
+        ("model.backbone", "resnt18", list(BACKBONE_ENTRIES)),
         ("data.synthetic.min_size", MIN_SYNTHETIC_SIDE - 1, [f"{MIN_SYNTHETIC_SIDE} <="]),
         ("model.weights", "foo", list(WEIGHTS)),
         ("unknown.max_images", -1, ["0 <="]),
