@@ -31,7 +31,7 @@ def shrink_params(
     params["train"].update(epochs=epochs, batch_size=16, threads=1, device="cpu", feature_views=1)
     params["evaluate"].update(batch_size=16)
     # About 12 test images from a one-epoch model: one int8 flip is 8 points, so the int8 gate
-    # (tests/test_export.py) is off here; the ONNX-vs-PyTorch check stays strict.
+    # (tests/serving/test_export.py) is off here; the ONNX-vs-PyTorch check stays strict.
     params["export"].update(calibration_images=16, benchmark_images=8, max_int8_drop=100.0)
     return params
 

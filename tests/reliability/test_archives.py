@@ -1,6 +1,6 @@
 """Hostile archives: each refused with a message naming the problem, nothing extracted, the old destination kept.
 
-Already covered in tests/test_download.py (not repeated here): ``../`` traversal, absolute
+Already covered in tests/data/test_fetch.py (not repeated here): ``../`` traversal, absolute
 paths, backslashes, drive letters, symlink entries, too many members, too many bytes,
 non-zip and empty files named ``.zip``, corrupt member data.
 """
@@ -61,7 +61,7 @@ HOSTILE = {
     "duplicate-folder": ([("a/", b""), ("a/", b"")], r"'a/'.*duplicate entry name"),
     "file-then-folder": ([("a", b"file"), ("a/b.txt", b"x")], r"'a/b\.txt'.*folder 'a' is also a file"),
     "folder-then-file": ([("a/b.txt", b"x"), ("a", b"file")], r"'a'.*both a file and a folder"),
-    # cases of tests/test_download.py, here for the previous destination only
+    # cases of tests/data/test_fetch.py, here for the previous destination only
     "dotdot": ([("ok.txt", b"x"), ("../evil.txt", b"x")], r"'\.\./evil\.txt'.*'\.\.'"),
     "absolute": ([("/tmp/signflow-evil.txt", b"x")], "absolute"),
     "symlink": ([(symlink_entry("link"), b"/etc/passwd")], "symbolic link"),

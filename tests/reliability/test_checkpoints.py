@@ -1,6 +1,6 @@
 """Checkpoints that are old, of another format, of other data or that do not fit their backbone.
 
-Pickled code and truncated files are already refused by tests/test_train.py and tests/test_predict.py
+Pickled code and truncated files are already refused by tests/training/test_loop.py and tests/commands/test_predict.py
 (see the README's Reliability table); here: what the stages must refuse or still accept.
 """
 
@@ -63,7 +63,8 @@ def _images(n: int = 6, size: int = IMAGE_SIZE) -> np.ndarray:
 # ------------------------------------------------------------------ old checkpoints
 
 
-# temperature alone: tests/test_calibration.py::test_calibrate_checkpoint_stores_the_temperature_that_predict_applies
+# temperature alone: tests/model/test_calibration.py::
+# test_calibrate_checkpoint_stores_the_temperature_that_predict_applies
 @pytest.mark.parametrize("missing", [k for k in LATER_KEYS if k != "temperature"] + ["all"])
 def test_checkpoint_without_later_keys_loads_with_defaults(tmp_path: Path, cfg: Config, missing: str) -> None:
     state = _state(cfg)

@@ -1,6 +1,6 @@
 """Download faults on the loopback server: a clear error, the partial file resumed or removed, nothing corrupt.
 
-Already covered in tests/test_download.py (not repeated): a connection dropped
+Already covered in tests/data/test_fetch.py (not repeated): a connection dropped
 mid-file and resumed, a server ignoring Range, a complete or oversized part
 answered 416, a wrong md5, a cached file with a wrong md5, HTTP 404, an
 unreachable host. fetch() never retries within a run: a failed download stops

@@ -1,7 +1,7 @@
 """The `folder` data source on messy ImageFolder trees: class folders by id or by name, clear errors, counted skips.
 
 Already covered elsewhere (not repeated): a missing data.folder.path and non-image suffixes
-left out of the shards (tests/test_images.py), files with an image suffix that are not images
+left out of the shards (tests/data/test_images.py), files with an image suffix that are not images
 quarantined (tests/reliability/test_images.py).
 """
 

@@ -3,7 +3,7 @@
 One decoder (``signflow.data.images.read_rgb``) serves download validation, the
 add_unknown decode (``decode_job``) and ``signflow predict`` (``try_decode``); the
 last test runs a folder source holding all of them through the download stage.
-Already covered in tests/test_images.py (not repeated here): empty file, text named
+Already covered in tests/data/test_images.py (not repeated here): empty file, text named
 .png, truncated PNG and JPEG, 100000x100000 and 5000x300 headers, too small, grayscale.
 """
 

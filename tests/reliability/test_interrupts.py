@@ -3,8 +3,8 @@
 Each case runs the real stage through ``dvc repro`` in a tiny project copy, stops it at an exact
 point (``hooks/sitecustomize.py``) and interrupts it there. Rerunning must give exactly the outputs
 of the uninterrupted run (the same weights, the same data bytes), and no output is ever half-written.
-Already covered elsewhere: exact in-process resume (tests/test_train.py), a killed two-process DDP
-run resuming exactly (tests/test_ddp.py).
+Already covered elsewhere: exact in-process resume (tests/training/test_loop.py), a killed two-process DDP
+run resuming exactly (tests/training/test_distributed.py).
 """
 
 from __future__ import annotations

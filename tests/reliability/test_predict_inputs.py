@@ -1,7 +1,7 @@
 """`signflow predict` on awkward inputs: each file gets its own result, nothing hangs, exit codes as documented.
 
 Exit codes: 0 every input classified, 1 some failed, 2 usage. Tests run as root,
-so nothing here relies on permission bits. Already covered in tests/test_predict.py
+so nothing here relies on permission bits. Already covered in tests/commands/test_predict.py
 (not repeated): a directory with no images and missing, empty, non-image,
 truncated and oversized files (``test_bad_inputs_get_errors_and_the_rest_still_run``,
 exit 1), all fine (``test_table_has_one_row_per_file``, exit 0), usage errors
@@ -21,10 +21,11 @@ import cv2
 import numpy as np
 import pytest
 import yaml
-from test_predict import FAVOURED, tiny_checkpoint
 
 from signflow.cli import EXIT_FILES_FAILED, EXIT_OK, main
 from signflow.serving import batch as predict
+
+from tiny_models import FAVOURED, tiny_checkpoint
 
 N_MANY = 3_000  # files in one directory (some nested)
 SIDE = 16  # px: above ImageLimits' minimum side, tiny to write and decode

@@ -28,7 +28,7 @@ from signflow.data.sources.gtsrb import (
 
 from http_server import LoopbackServer
 
-SHARED = Path(os.environ.get("SIGNFLOW_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+SHARED = Path(os.environ.get("SIGNFLOW_SHARED", Path(__file__).resolve().parents[3].parent / "shared"))
 SUBSET_ZIP = SHARED / "data" / "gtsrb" / "GTSRB-Training_subset.zip"
 SUBSET_CLASSES = 43
 # (images, tracks) per class, from the subset's README

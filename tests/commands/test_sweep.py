@@ -3,7 +3,7 @@
 The pure parts run on plain data (a parsed `dvc exp show --json` structure
 shaped like DVC 3's); the orchestration runs against a fake `dvc`; the slow
 test queues a two-point grid in a throw-away copy of the project (tiny pipeline,
-as in ``test_pipeline_train.py``) and checks DVC, MLflow and the table agree.
+as in ``tests/pipeline/test_train_stage.py``) and checks DVC, MLflow and the table agree.
 """
 
 from __future__ import annotations

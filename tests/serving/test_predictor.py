@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_predict import FAVOURED, IMAGE_SIZE, run_checking_imports, tiny_checkpoint, tiny_onnx
 
 import signflow
 from signflow.data.images import read_rgb
@@ -32,6 +31,7 @@ from signflow.serving.predictor import (
 )
 
 from conftest import write_image_folder
+from tiny_models import FAVOURED, IMAGE_SIZE, run_checking_imports, tiny_checkpoint, tiny_onnx
 
 PROBABILITY_TOLERANCE = 1e-4  # the export stage's own bar for ONNX vs PyTorch
 RECORD_KEYS = {"path", "prediction", "confidence", "probabilities", "top_k"}

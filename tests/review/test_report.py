@@ -13,17 +13,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from signflow.commands.pr_report import add_arguments, run
 from signflow.review.plots import KINDS, plot_comparison
 from signflow.review.report import (
     DEFAULT_IMAGES_DIR,
     TIMINGS_TITLE,
     PrReportError,
-    add_arguments,
     build_pr_report,
     command_env,
     image_name,
     is_empty_table,
-    run,
     split_table,
     write_pr_report,
 )

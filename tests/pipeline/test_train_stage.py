@@ -1,6 +1,6 @@
 """End to end: the train stage under real DVC, then a `dvc exp run` that changes only the strategy.
 
-Same approach as ``test_pipeline_data.py``: a throw-away copy of the project
+Same approach as ``tests/pipeline/test_data_stages.py``: a throw-away copy of the project
 with a shrunken params.yaml (synthetic source, 3 tracks x 3 frames per class,
 32 px, simple_cnn, one epoch), the stages importing the copied sources, MLflow
 in a sqlite store beside the copy.

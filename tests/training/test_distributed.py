@@ -37,7 +37,7 @@ from signflow.model.checkpoint import load_checkpoint
 from signflow.training import distributed
 from signflow.training.loop import global_batches, rank_slice, resolve_amp
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STAGE = REPO / "stages" / "train.py"
 SIZE = 32
 CLASSES = {"0": "red", "1": "green", "2": "blue", "3": "yellow"}
@@ -344,7 +344,7 @@ import dataclasses, hashlib, json, sys
 from pathlib import Path
 import numpy as np, torch
 sys.path.insert(0, {tests!r})
-import test_ddp as t
+from training import test_distributed as t
 import signflow.training.loop as train_module
 from signflow.training import distributed
 from signflow.config import Config
@@ -383,7 +383,7 @@ with distributed.process_group(device) as device:
 @pytest.mark.slow
 def test_ranks_stay_identical_and_share_one_feature_cache(tmp_path: Path) -> None:
     script = tmp_path / "ranks.py"
-    script.write_text(RANK_SCRIPT.format(tests=str(Path(__file__).parent)))
+    script.write_text(RANK_SCRIPT.format(tests=str(Path(__file__).parents[1])))
     command = [*distributed.launch_command(2, script), str(tmp_path)]
     proc = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=STAGE_TIMEOUT_S)
     assert proc.returncode == 0, proc.stderr[-4000:]

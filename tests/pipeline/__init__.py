@@ -1,0 +1,1 @@
+"""End-to-end stage runs under real DVC on the tiny project."""
