@@ -40,7 +40,7 @@ import torch
 from signflow.config import Config
 from signflow.runtime import configure_runtime
 from signflow.training import distributed
-from signflow.training.loop import fit
+from signflow.training.loop import Checkpoints, fit
 from signflow.training.stage import build_model, checkpoint_meta
 
 import common
@@ -65,9 +65,8 @@ def run_worker(args: argparse.Namespace) -> None:
         torch.manual_seed(cfg.train.seed)
         model = build_model(cfg)
         # The parent's fresh folder, the same for every rank: nothing to resume from.
-        result = fit(model, train, val, strategy=STRATEGY, cfg=cfg.train, norm=model.normalization, device=device,
-                     checkpoint_dir=Path(args.checkpoints), checkpoint_meta=checkpoint_meta(cfg, model),
-                     fingerprint="bench")
+        result = fit(model, train, val, strategy=STRATEGY, cfg=cfg.train, device=device,
+                     checkpoints=Checkpoints(Path(args.checkpoints), checkpoint_meta(cfg, model), "bench"))
         if distributed.is_main():
             Path(args.worker).write_text(json.dumps({
                 "img_s": result.images_per_second, "world_size": distributed.world_size(),

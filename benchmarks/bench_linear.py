@@ -40,7 +40,7 @@ import torch
 import signflow.training.loop as train_module
 from signflow.config import Config
 from signflow.runtime import configure_runtime
-from signflow.training.loop import ArraySet, TrainResult, fit
+from signflow.training.loop import ArraySet, Checkpoints, TrainResult, fit
 from signflow.training.stage import build_model, checkpoint_meta
 
 import common
@@ -93,8 +93,8 @@ def run_fit(cfg: Config, train: ArraySet, val: ArraySet, device: torch.device, e
     model = build_model(cfg)
     train_cfg = dataclasses.replace(cfg.train, epochs=epochs, patience=0)  # every epoch runs: same count in both
     with tempfile.TemporaryDirectory(prefix="bench-linear-") as ckpt:
-        return fit(model, train, val, strategy=STRATEGY, cfg=train_cfg, norm=model.normalization, device=device,
-                   checkpoint_dir=Path(ckpt), checkpoint_meta=checkpoint_meta(cfg, model), fingerprint="bench")
+        return fit(model, train, val, strategy=STRATEGY, cfg=train_cfg, device=device,
+                   checkpoints=Checkpoints(Path(ckpt), checkpoint_meta(cfg, model), "bench"))
 
 
 def main() -> None:

@@ -36,7 +36,7 @@ from torchvision import datasets, transforms
 from signflow.config import Config
 from signflow.model.backbones import resolve_backbone
 from signflow.runtime import configure_runtime
-from signflow.training.loop import fit, train_transform
+from signflow.training.loop import Checkpoints, fit, train_transform
 from signflow.training.stage import build_model, checkpoint_meta
 
 import common
@@ -91,8 +91,8 @@ def pipeline_throughput(cfg: Config, train: Any, val: Any, device: torch.device)
     model = build_model(cfg)
     one_epoch = dataclasses.replace(cfg.train, epochs=1)
     with tempfile.TemporaryDirectory(prefix="bench-train-") as ckpt:
-        result = fit(model, train, val, strategy=STRATEGY, cfg=one_epoch, norm=model.normalization, device=device,
-                     checkpoint_dir=Path(ckpt), checkpoint_meta=checkpoint_meta(cfg, model), fingerprint="bench")
+        result = fit(model, train, val, strategy=STRATEGY, cfg=one_epoch, device=device,
+                     checkpoints=Checkpoints(Path(ckpt), checkpoint_meta(cfg, model), "bench"))
     return {"img_s": result.images_per_second, "epoch_s": result.history[0].seconds}
 
 

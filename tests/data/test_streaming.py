@@ -29,7 +29,7 @@ from signflow.data.manifest import HELDOUT_LABEL_IDX, ROLE_HELDOUT, ROLE_TARGET,
 from signflow.data.records import RawRecord
 from signflow.parallel import bounded_map, process_pool
 from signflow.runtime import configure_runtime
-from signflow.training.loop import ArraySet, extract_features, fit
+from signflow.training.loop import ArraySet, Checkpoints, extract_features, fit
 from signflow.training.stage import build_model, checkpoint_meta, load_labelled
 
 LIMITS = ImageLimits(min_side=8, max_side=4096)
@@ -212,9 +212,8 @@ def test_training_on_the_memory_map_gives_identical_weights(tmp_path: Path, cfg:
     for name, (train, val) in runs.items():
         torch.manual_seed(0)
         model = build_model(cfg)
-        result = fit(model, train, val, strategy=cfg.strategy, cfg=cfg.train, norm=model.normalization,
-                     device=device, checkpoint_dir=tmp_path / name, checkpoint_meta=checkpoint_meta(cfg, model),
-                     fingerprint="f")
+        result = fit(model, train, val, strategy=cfg.strategy, cfg=cfg.train, device=device,
+                     checkpoints=Checkpoints(tmp_path / name, checkpoint_meta(cfg, model), "f"))
         states[name] = model.state_dict()
         histories[name] = [dataclasses.replace(h, seconds=0.0) for h in result.history]
 

@@ -370,9 +370,9 @@ with distributed.process_group(device) as device:
             train=dataclasses.replace(base.train, epochs=2, batch_size=8, threads=1, device="cpu", feature_views=2))
         torch.manual_seed(0)
         model = build_model(cfg)
-        result = train_module.fit(model, train, val, strategy=strategy, cfg=cfg.train, norm=model.normalization,
-                                  device=device, checkpoint_dir=out / strategy,
-                                  checkpoint_meta=checkpoint_meta(cfg, model), fingerprint="f")
+        checkpoints = train_module.Checkpoints(out / strategy, checkpoint_meta(cfg, model), "f")
+        result = train_module.fit(model, train, val, strategy=strategy, cfg=cfg.train, device=device,
+                                  checkpoints=checkpoints)
         digest = hashlib.sha256(b"".join(v.contiguous().numpy().tobytes() for v in model.state_dict().values()))
         report[strategy] = {{"features_computed": len(calls), "weights": digest.hexdigest(),
                             "history": [[h.train_loss, h.val_loss, h.val_accuracy] for h in result.history]}}

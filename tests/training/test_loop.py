@@ -28,6 +28,7 @@ from signflow.training.loop import (
     BEST_FILE,
     LAST_FILE,
     ArraySet,
+    Checkpoints,
     EpochStats,
     FeatureFeeder,
     ImageFeeder,
@@ -138,9 +139,8 @@ def _fit(
     callbacks: tuple[Callable[[EpochStats], None], ...] = (),
 ) -> TrainResult:
     return fit(
-        model, train_set, val_set, strategy=cfg.strategy, cfg=cfg.train, norm=model.normalization, device=device,
-        checkpoint_dir=checkpoint_dir, checkpoint_meta=checkpoint_meta(cfg, model), fingerprint=fingerprint,
-        callbacks=callbacks,
+        model, train_set, val_set, strategy=cfg.strategy, cfg=cfg.train, device=device,
+        checkpoints=Checkpoints(checkpoint_dir, checkpoint_meta(cfg, model), fingerprint), callbacks=callbacks,
     )
 
 

@@ -345,6 +345,169 @@ def _resume(
     return loop
 
 
+@dataclass(frozen=True)
+class Checkpoints:
+    """Where ``fit`` writes best.pt and last.pt, and what each of them carries."""
+
+    directory: Path
+    meta: dict[str, Any]  # config, class names, backbone, image size...: stored in every checkpoint
+    fingerprint: str  # config + data + code: last.pt is resumed only when it matches
+
+
+@dataclass
+class _Run:
+    """What every epoch of one ``fit`` call shares (torchvision's reference passes these one by one)."""
+
+    model: nn.Module
+    strategy: str
+    cfg: TrainConfig
+    device: torch.device
+    optimizer: torch.optim.Optimizer
+    base_lrs: list[float]
+    feeder: Feeder
+    val_feeder: Feeder
+    train_labels: torch.Tensor
+    val_labels: torch.Tensor
+    weight: torch.Tensor | None  # class weights of the loss (train.balance: loss), else None
+    total_steps: int
+    warmup_steps: int
+    amp_dtype: torch.dtype | None
+    scaler: torch.amp.GradScaler
+    loop: _LoopState
+
+
+@dataclass(frozen=True)
+class _EpochTotals:
+    loss_sum: float  # summed over images, all ranks
+    correct: int
+    seen: int
+    started: float  # perf_counter() when the epoch began
+    step_seconds: float  # its training steps only, this rank
+
+
+def build_feeders(model: nn.Module, train: ArraySet, val: ArraySet, *, frozen_backbone: bool, cfg: TrainConfig,
+                  device: torch.device) -> tuple[Feeder, Feeder]:
+    """Train and validation feeders: cached backbone features for a frozen backbone, else augmented images."""
+    norm, world = model.normalization, distributed.world_size()
+    if not frozen_backbone:
+        train_feeder = ImageFeeder(model, train, cfg, norm, device, net=distributed.wrap_model(model, device))
+        return train_feeder, ImageFeeder(model, val, cfg, norm, device)
+    start = time.perf_counter()
+    features = _shared_features(lambda: extract_features(
+        model, train, norm, device,
+        views=cfg.feature_views, augment=cfg, seed=cfg.seed, channels_last=cfg.channels_last,
+    )).to(device)
+    head = distributed.wrap_model(HeadOnly(model), device) if world > 1 else None
+    val_features = _shared_features(lambda: extract_features(model, val, norm, device,
+                                                             channels_last=cfg.channels_last))
+    log.info("cached frozen-backbone features %s in %.1fs", tuple(features.shape), time.perf_counter() - start)
+    return FeatureFeeder(model, features, net=head), FeatureFeeder(model, val_features.to(device))
+
+
+def _start(model: nn.Module, train: ArraySet, val: ArraySet, strategy: str, cfg: TrainConfig,
+           device: torch.device, checkpoints: Checkpoints) -> _Run:
+    """Optimiser, resume state, feeders and schedule: everything before the first epoch, in this order."""
+    model.to(device)
+    if cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    groups = param_groups(model, strategy, cfg.lr, cfg.backbone_lr_mult, cfg.unfreeze)
+    optimizer = make_optimizer(groups, cfg)
+    base_lrs = [g["lr"] for g in optimizer.param_groups]
+    loop = _resume(checkpoints.directory, checkpoints.fingerprint, model, optimizer) or _LoopState()
+    torch.manual_seed(cfg.seed)
+    feeder, val_feeder = build_feeders(model, train, val, frozen_backbone=resolve_strategy(strategy).frozen_backbone,
+                                       cfg=cfg, device=device)
+    num_classes = int(checkpoints.meta["num_classes"])
+    steps_per_epoch = max(1, sum(1 for _ in global_batches(torch.arange(len(train)), cfg.batch_size,
+                                                            distributed.world_size())))
+    amp_dtype = resolve_amp(cfg.amp, device)
+    return _Run(
+        model=model, strategy=strategy, cfg=cfg, device=device, optimizer=optimizer, base_lrs=base_lrs,
+        feeder=feeder, val_feeder=val_feeder,
+        train_labels=torch.from_numpy(train.labels.astype(np.int64)),
+        val_labels=torch.from_numpy(val.labels.astype(np.int64)),
+        weight=class_weights(train.labels, num_classes).to(device) if cfg.balance == "loss" else None,
+        total_steps=steps_per_epoch * cfg.epochs, warmup_steps=int(cfg.warmup_epochs * steps_per_epoch),
+        amp_dtype=amp_dtype,
+        # fp16 needs loss scaling against gradient underflow; disabled, the scaler passes everything through.
+        scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+        loop=loop,
+    )
+
+
+def train_one_epoch(run: _Run, labels: np.ndarray, epoch: int) -> _EpochTotals:
+    """One pass over the training set in this epoch's seeded order; returns the totals over every rank."""
+    cfg, rank, world = run.cfg, distributed.rank(), distributed.world_size()
+    # Randomness derived from (seed, epoch, rank): a resumed run continues exactly.
+    epoch_seed = cfg.seed * EPOCH_SEED_STRIDE + epoch
+    gen = torch.Generator().manual_seed(epoch_seed)
+    torch.manual_seed(epoch_seed + rank * RANK_SEED_STRIDE)
+    apply_train_mode(run.model, run.strategy, cfg.unfreeze)
+    epoch_start = time.perf_counter()
+    total_loss, correct, seen = 0.0, 0, 0
+    order = epoch_order(labels, cfg.balance, gen)  # the same global order on every rank
+    augment_gen = gen if rank == 0 else torch.Generator().manual_seed(epoch_seed + rank * RANK_SEED_STRIDE)
+    batches = list(global_batches(order, cfg.batch_size, world))
+    bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False,
+               disable=not distributed.is_main())
+    for batch in bar:
+        idx = rank_slice(batch, rank, world)
+        loss, logits, y = _train_step(run, idx, augment_gen)
+        total_loss += loss.item() * len(idx)
+        correct += (logits.argmax(1) == y).sum().item()
+        seen += len(idx)
+        bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
+    step_seconds = time.perf_counter() - epoch_start
+    total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen])
+    return _EpochTotals(total_loss, int(correct), int(seen), epoch_start, step_seconds)
+
+
+def _train_step(run: _Run, idx: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimiser step on the rows ``idx``: the scheduled rate, the loss, clipping; returns loss, logits, labels."""
+    for group, base in zip(run.optimizer.param_groups, run.base_lrs, strict=True):
+        group["lr"] = base * lr_factor(run.loop.step, run.total_steps, run.warmup_steps)
+    y = run.train_labels[idx].to(run.device)
+    with _autocast(run.device, run.amp_dtype):
+        logits = run.feeder.forward(run.feeder.train_batch(idx, gen))
+        loss = F.cross_entropy(logits, y, weight=run.weight, label_smoothing=run.cfg.label_smoothing)
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scaler.scale(loss).backward()  # distributed: DDP averages the gradients over ranks here
+    if run.cfg.grad_clip > 0:
+        run.scaler.unscale_(run.optimizer)
+        nn.utils.clip_grad_norm_([p for g in run.optimizer.param_groups for p in g["params"]], run.cfg.grad_clip)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.loop.step += 1
+    return loss, logits, y
+
+
+def _record_epoch(run: _Run, stats: EpochStats) -> bool:
+    """Add ``stats`` to the result, track the best epoch and patience; True when this epoch is the new best."""
+    result, cfg = run.loop.result, run.cfg
+    result.history.append(stats)
+    improved = _is_better(stats, result, cfg.monitor)
+    if improved:
+        result.best_epoch, result.best_val_accuracy, result.best_val_loss = (
+            stats.epoch, stats.val_accuracy, stats.val_loss)
+        run.loop.stale_epochs = 0
+    else:
+        run.loop.stale_epochs += 1
+    # Early only if epochs were left: patience running out on the last epoch is a full run.
+    result.stopped_early = 0 < cfg.patience <= run.loop.stale_epochs and stats.epoch < cfg.epochs - 1
+    return improved
+
+
+def _save(run: _Run, epoch: int, improved: bool, checkpoints: Checkpoints) -> None:
+    """Rank 0 writes last.pt (and best.pt when improved); every rank waits for it before the next epoch."""
+    if distributed.is_main():
+        state = _checkpoint_state(run.model, run.optimizer, run.loop, epoch, run.total_steps, checkpoints.meta,
+                                  checkpoints.fingerprint)
+        if improved:
+            save_checkpoint(checkpoints.directory / BEST_FILE, state)
+        save_checkpoint(checkpoints.directory / LAST_FILE, state)
+    distributed.barrier()
+
+
 def fit(
     model: nn.Module,
     train: ArraySet,
@@ -352,136 +515,50 @@ def fit(
     *,
     strategy: str,
     cfg: TrainConfig,
-    norm: Normalization,
     device: torch.device,
-    checkpoint_dir: Path,
-    checkpoint_meta: dict[str, Any],
-    fingerprint: str,
+    checkpoints: Checkpoints,
     callbacks: Sequence[EpochCallback] = (),
 ) -> TrainResult:
-    """Train ``model`` and write best/last checkpoints; resume from last.pt when it matches.
+    """Train ``model`` (normalised by its own ``model.normalization``), writing best/last checkpoints.
 
-    ``checkpoint_meta`` (config, class names, backbone, image size...) is stored
-    in every checkpoint; ``fingerprint`` identifies config + data for resume.
-    In a process group (``signflow.training.distributed``) every rank calls this with the
-    same arguments: every rank resumes from last.pt, only rank 0 writes, and
+    Resumes from last.pt when its fingerprint matches. In a process group
+    (``signflow.training.distributed``) every rank calls this with the same
+    arguments: every rank resumes from last.pt, only rank 0 writes, and
     ``callbacks`` run on every rank (the caller gives rank 0 its tracker). They
     run after each epoch, once its checkpoints are written; a resumed run first
     replays its earlier epochs to them, in order.
     """
-    spec = resolve_strategy(strategy)
-    rank, world, main = distributed.rank(), distributed.world_size(), distributed.is_main()
-    num_classes = int(checkpoint_meta["num_classes"])
-    model.to(device)
-    if cfg.channels_last:
-        model.to(memory_format=torch.channels_last)
-    groups = param_groups(model, strategy, cfg.lr, cfg.backbone_lr_mult, cfg.unfreeze)
-    optimizer = make_optimizer(groups, cfg)
-    base_lrs = [g["lr"] for g in optimizer.param_groups]
-    loop = _resume(checkpoint_dir, fingerprint, model, optimizer) or _LoopState()
+    start = time.perf_counter()
+    run = _start(model, train, val, strategy, cfg, device, checkpoints)
+    loop = run.loop
     # Replayed: a resumed run's callbacks (this process's tracker run, the per-epoch history file,
     # which DVC deleted before re-running the stage) get the whole history, not only the epochs run now.
     for stats in loop.result.history:
         for callback in callbacks:
             callback(stats)
-
-    torch.manual_seed(cfg.seed)
-    start = time.perf_counter()
     prior_seconds, prior_rate = loop.result.train_seconds, loop.result.images_per_second
-    feeder: Feeder
-    if spec.frozen_backbone:
-        features = _shared_features(lambda: extract_features(
-            model, train, norm, device,
-            views=cfg.feature_views, augment=cfg, seed=cfg.seed, channels_last=cfg.channels_last,
-        )).to(device)
-        head = distributed.wrap_model(HeadOnly(model), device) if world > 1 else None
-        feeder = FeatureFeeder(model, features, net=head)
-        val_features = _shared_features(lambda: extract_features(model, val, norm, device,
-                                                                 channels_last=cfg.channels_last))
-        val_feeder: Feeder = FeatureFeeder(model, val_features.to(device))
-        log.info("cached frozen-backbone features %s in %.1fs", tuple(features.shape), time.perf_counter() - start)
-    else:
-        feeder = ImageFeeder(model, train, cfg, norm, device, net=distributed.wrap_model(model, device))
-        val_feeder = ImageFeeder(model, val, cfg, norm, device)
-
-    train_labels = torch.from_numpy(train.labels.astype(np.int64))
-    val_labels = torch.from_numpy(val.labels.astype(np.int64))
-    weight = class_weights(train.labels, num_classes).to(device) if cfg.balance == "loss" else None
-    steps_per_epoch = max(1, sum(1 for _ in global_batches(torch.arange(len(train)), cfg.batch_size, world)))
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup_steps = int(cfg.warmup_epochs * steps_per_epoch)
     step_seconds, step_images = 0.0, 0
-    amp_dtype = resolve_amp(cfg.amp, device)
-    # fp16 needs loss scaling against gradient underflow; disabled, the scaler passes everything through.
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
     last_epoch = loop.epoch if loop.result.stopped_early else cfg.epochs  # a finished run stays finished
     for epoch in range(loop.epoch, last_epoch):
-        # Randomness derived from (seed, epoch, rank): a resumed run continues exactly.
-        epoch_seed = cfg.seed * EPOCH_SEED_STRIDE + epoch
-        gen = torch.Generator().manual_seed(epoch_seed)
-        torch.manual_seed(epoch_seed + rank * RANK_SEED_STRIDE)
-        apply_train_mode(model, strategy, cfg.unfreeze)
-        epoch_start = time.perf_counter()
-        total_loss, correct, seen = 0.0, 0, 0
-        order = epoch_order(train.labels, cfg.balance, gen)  # the same global order on every rank
-        augment_gen = gen if rank == 0 else torch.Generator().manual_seed(epoch_seed + rank * RANK_SEED_STRIDE)
-        batches = list(global_batches(order, cfg.batch_size, world))
-        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch", leave=False, disable=not main)
-        for batch in bar:
-            idx = rank_slice(batch, rank, world)
-            for group, base in zip(optimizer.param_groups, base_lrs, strict=True):
-                group["lr"] = base * lr_factor(loop.step, total_steps, warmup_steps)
-            y = train_labels[idx].to(device)
-            with _autocast(device, amp_dtype):
-                logits = feeder.forward(feeder.train_batch(idx, augment_gen))
-                loss = F.cross_entropy(logits, y, weight=weight, label_smoothing=cfg.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()  # distributed: DDP averages the gradients over ranks here
-            if cfg.grad_clip > 0:
-                scaler.unscale_(optimizer)
-                nn.utils.clip_grad_norm_([p for g in optimizer.param_groups for p in g["params"]], cfg.grad_clip)
-            scaler.step(optimizer)
-            scaler.update()
-            loop.step += 1
-            total_loss += loss.item() * len(idx)
-            correct += (logits.argmax(1) == y).sum().item()
-            seen += len(idx)
-            bar.set_postfix(loss=f"{total_loss / seen:.3f}", acc=f"{correct / seen:.3f}")
-        step_seconds += time.perf_counter() - epoch_start
-        total_loss, correct, seen = distributed.all_reduce_sum([total_loss, correct, seen])
-        seen = int(seen)
-        step_images += seen
+        totals = train_one_epoch(run, train.labels, epoch)
+        step_seconds, step_images = step_seconds + totals.step_seconds, step_images + totals.seen
         # Validation and last.pt use rank 0's batch-norm running statistics, on every rank.
         distributed.broadcast_buffers(model)
-        val_loss, val_acc = evaluate_loss(val_feeder, model, val_labels, cfg.batch_size)
-        stats = EpochStats(epoch, total_loss / max(1, seen), correct / max(1, seen), val_loss, val_acc,
-                           optimizer.param_groups[-1]["lr"], time.perf_counter() - epoch_start)
-        loop.result.history.append(stats)
+        val_loss, val_acc = evaluate_loss(run.val_feeder, model, run.val_labels, cfg.batch_size)
+        seen = max(1, totals.seen)
+        stats = EpochStats(epoch, totals.loss_sum / seen, totals.correct / seen, val_loss, val_acc,
+                           run.optimizer.param_groups[-1]["lr"], time.perf_counter() - totals.started)
         log.info("epoch %d/%d train loss %.4f acc %.4f | val loss %.4f acc %.4f | %.1fs",
                  epoch + 1, cfg.epochs, stats.train_loss, stats.train_accuracy, val_loss, val_acc, stats.seconds)
         loop.result.train_seconds = prior_seconds + time.perf_counter() - start
         loop.result.images_per_second = step_images / step_seconds if step_seconds else prior_rate
-        improved = _is_better(stats, loop.result, cfg.monitor)
-        if improved:
-            loop.result.best_epoch, loop.result.best_val_accuracy, loop.result.best_val_loss = epoch, val_acc, val_loss
-            loop.stale_epochs = 0
-        else:
-            loop.stale_epochs += 1
-        # Early only if epochs were left: patience running out on the last epoch is a full run.
-        loop.result.stopped_early = 0 < cfg.patience <= loop.stale_epochs and epoch < cfg.epochs - 1
-        if main:
-            state = _checkpoint_state(model, optimizer, loop, epoch, total_steps, checkpoint_meta, fingerprint)
-            if improved:
-                save_checkpoint(checkpoint_dir / BEST_FILE, state)
-            save_checkpoint(checkpoint_dir / LAST_FILE, state)
-        distributed.barrier()  # no rank starts the next epoch before last.pt of this one is complete
+        improved = _record_epoch(run, stats)
+        _save(run, epoch, improved, checkpoints)
         for callback in callbacks:
             callback(stats)
         if loop.result.stopped_early:
             log.info("early stop: %s did not improve for %d epochs", cfg.monitor, cfg.patience)
             break
-
     # A resumed run adds to the time already spent; with no new step, its rate stands.
     loop.result.train_seconds = prior_seconds + time.perf_counter() - start
     loop.result.images_per_second = step_images / step_seconds if step_seconds else prior_rate

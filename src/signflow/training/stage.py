@@ -32,7 +32,16 @@ from signflow.model.strategies import is_backbone_frozen, resolve_weights
 from signflow.runtime import configure_runtime
 from signflow.tracking import Tracker, git_commit, run_name_for, tracked_run
 from signflow.training import distributed
-from signflow.training.loop import BEST_FILE, LAST_FILE, ArraySet, EpochCallback, EpochStats, TrainResult, fit
+from signflow.training.loop import (
+    BEST_FILE,
+    LAST_FILE,
+    ArraySet,
+    Checkpoints,
+    EpochCallback,
+    EpochStats,
+    TrainResult,
+    fit,
+)
 
 # metrics/train_history.csv: what the run learned, identical for the same run on any machine;
 # each epoch's duration goes to the timings history beside it (paths.TRAIN_TIMINGS_HISTORY).
@@ -164,12 +173,12 @@ def run_training(cfg: Config, dataset_dir: Path, out: TrainOutputs, code_files: 
         _, train_set = load_labelled(dataset_dir, "train")
         _, val_set = load_labelled(dataset_dir, "val")
         model = build_model(cfg)
-        fit_args = {"strategy": cfg.strategy, "cfg": cfg.train, "norm": model.normalization, "device": device,
-               "checkpoint_dir": out.models_dir, "checkpoint_meta": checkpoint_meta(cfg, model),
-               "fingerprint": fingerprint(cfg, dataset_dir, code_files)}
+        checkpoints = Checkpoints(out.models_dir, checkpoint_meta(cfg, model),
+                                  fingerprint(cfg, dataset_dir, code_files))
         if not distributed.is_main():
-            return fit(model, train_set, val_set, **fit_args)
-        return _tracked_fit(cfg, model, train_set, val_set, out, fit_args)
+            return fit(model, train_set, val_set, strategy=cfg.strategy, cfg=cfg.train, device=device,
+                       checkpoints=checkpoints)
+        return _tracked_fit(cfg, model, train_set, val_set, out, device, checkpoints)
 
 
 def interrupted_message(models_dir: Path) -> str:
@@ -202,15 +211,17 @@ def calibration_summary(calibration: Calibration) -> dict[str, float]:
 
 
 def _tracked_fit(
-    cfg: Config, model: SignModel, train_set: ArraySet, val_set: ArraySet, out: TrainOutputs, fit_args: dict[str, Any]
+    cfg: Config, model: SignModel, train_set: ArraySet, val_set: ArraySet, out: TrainOutputs, device: torch.device,
+    checkpoints: Checkpoints,
 ) -> TrainResult:
     """Rank 0 (or the only process): ``fit`` inside the MLflow run, then the summary and history files."""
     name = run_name_for(cfg.model.backbone, cfg.strategy)
     with tracked_run(out.run_file, name, _tags(cfg, train_set, val_set), reuse=False) as tracker:
         tracker.log_params(flatten(cfg.to_dict()))
-        result = fit(model, train_set, val_set, callbacks=epoch_callbacks(tracker, out), **fit_args)
+        result = fit(model, train_set, val_set, strategy=cfg.strategy, cfg=cfg.train, device=device,
+                     checkpoints=checkpoints, callbacks=epoch_callbacks(tracker, out))
         best = out.models_dir / BEST_FILE
-        calibration = calibrate_checkpoint(best, val_set, cfg.train.batch_size, fit_args["device"])
+        calibration = calibrate_checkpoint(best, val_set, cfg.train.batch_size, device)
         summary = {**result.summary(), **calibration_summary(calibration)}
         write_json(out.summary, summary)
         write_json(out.timings, result.timings())
