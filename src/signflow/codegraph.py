@@ -85,23 +85,29 @@ def _with_parents(module: str) -> Iterator[str]:
     yield from (".".join(parts[: i + 1]) for i in range(len(parts)))
 
 
+def direct_imports(path: Path, package_dir: Path = PACKAGE_DIR) -> list[Path]:
+    """The package source files ``path`` itself can import (its own import statements only), sorted."""
+    path = Path(path).resolve()
+    current = _module_name(path, package_dir)
+    if path.name == "__init__.py" and current:
+        current = f"{current}.__init__"  # relative imports in a package resolve against the package
+    found = set()
+    for node in _runtime_imports(ast.parse(path.read_text(), filename=str(path))):
+        for name in _imported_modules(node, current):
+            for module in _with_parents(name):
+                file = module_file(module, package_dir)
+                if file is not None and file != path:
+                    found.add(file)
+    return sorted(found)
+
+
 def import_closure(script: Path, package_dir: Path = PACKAGE_DIR) -> list[Path]:
     """``script`` and every package source file it can import, directly or not, sorted."""
-    script = Path(script).resolve()
     seen: set[Path] = set()
-    todo = [script]
+    todo = [Path(script).resolve()]
     while todo:
         path = todo.pop()
-        if path in seen:
-            continue
-        seen.add(path)
-        current = _module_name(path, package_dir)
-        if path.name == "__init__.py" and current:
-            current = f"{current}.__init__"  # relative imports in a package resolve against the package
-        for node in _runtime_imports(ast.parse(path.read_text(), filename=str(path))):
-            for name in _imported_modules(node, current):
-                for module in _with_parents(name):
-                    found = module_file(module, package_dir)
-                    if found is not None and found not in seen:
-                        todo.append(found)
+        if path not in seen:
+            seen.add(path)
+            todo.extend(direct_imports(path, package_dir))
     return sorted(seen)

@@ -1,1 +1,14 @@
-"""signflow.evaluation.evaluate: closed-set and open-set metrics, the evaluate stage, the report and its figures."""
+"""How good a model is, and the report that shows it.
+
+- ``metrics``: closed-set metrics (accuracy, macro F1, ECE, per class, Wilson
+  intervals), pure functions over arrays;
+- ``openset``: everything open-set: known-ness scores, the "unknown" decision
+  (``decide``), the threshold chosen on validation (``choose_threshold``) and
+  read back at prediction time (``resolve_threshold``), ROC and open-set metrics;
+- ``evaluate``: the evaluate stage's work (scores the splits, writes
+  ``metrics/evaluate.json``, ``predictions.csv`` and the plot data);
+- ``report``: the report stage (``reports/pipeline/``); ``plots``: its figures.
+
+``openset`` imports numpy only, so the light prediction path can use it.
+Importing this package imports nothing.
+"""

@@ -1,1 +1,10 @@
-"""signflow.serving: prediction for users: the Predictor, batch prediction, ONNX export."""
+"""Prediction for users, and the model that ships.
+
+- ``predictor``: ``Predictor`` and ``load_predictor`` (a .pt checkpoint in
+  PyTorch, or an exported .onnx model in onnxruntime without torch);
+- ``batch``: decode and classify many files or arrays, a block at a time;
+- ``export``: the export stage's work: ONNX verified against PyTorch, int8.
+
+``predictor`` and ``batch`` import nothing heavy (no torch, pandas or yaml):
+a ``signflow[predict]`` install runs them. Importing this package imports nothing.
+"""
