@@ -9,14 +9,14 @@ PYTEST_ARGS ?=
 # Stage commands call `python`: the venv's must come first on PATH.
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
-.PHONY: install lock run test test-fast lint bench pr-report mlflow-server remote sweep clean
+.PHONY: install lock run test test-fast lint docs bench pr-report mlflow-server remote sweep clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	# pip (not uv/poetry) so torch and torchvision come from this machine's disk;
 	# ranges from pyproject.toml, exact versions from constraints.txt.
-	$(BIN)/pip install --quiet -e ".[pipeline,test]" -c constraints.txt
+	$(BIN)/pip install --quiet -e ".[pipeline,test,docs]" -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -41,6 +41,11 @@ test: install
 # ruff: pycodestyle, pyflakes, import order, bugbear, pyupgrade (pyproject.toml [tool.ruff]).
 lint: install
 	$(BIN)/ruff check .
+
+# The documentation site (mkdocs.yml, docs/) at http://127.0.0.1:8000, rebuilt on save.
+# `mkdocs build --strict` is the check (tests/docs/ runs it): a broken link or anchor is an error.
+docs: install
+	$(BIN)/mkdocs serve
 
 test-fast: install
 	$(BIN)/python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
@@ -77,4 +82,4 @@ mlflow-server: install
 	$(BIN)/signflow mlflow-server --port $(MLFLOW_PORT)
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache site
