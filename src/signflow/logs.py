@@ -40,8 +40,9 @@ USER_ERRORS: dict[str, tuple[str, ...]] = {
     "signflow.serving.predictor": ("PredictorError",),
     "signflow.commands.preset": ("PresetError",),
     "signflow.commands.remote": ("RemoteError",),
-    "signflow.commands.sweep": ("SweepError",),
+    "signflow.sweep.grid": ("SweepError",),
     "signflow.review.report": ("PrReportError",),
+    "signflow.processes": ("CommandError",),
 }
 EXIT_USER_ERROR = 2  # as argparse's usage errors
 DEBUG_ENV = "SIGNFLOW_DEBUG"  # =1: user errors keep their traceback too

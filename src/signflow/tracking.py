@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import subprocess
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ from typing import Any
 
 from signflow.files import write_json
 from signflow.logs import first_line
+from signflow.processes import git_head
 
 log = logging.getLogger(__name__)
 
@@ -30,6 +30,7 @@ STORE_FILE = "mlflow.db"
 # Fail fast instead of MLflow's default minutes of retries against a dead server.
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 MODEL_ARTIFACT = "onnx-model"  # the logged MLflow model's name within its run
+UNKNOWN_COMMIT = "unknown"
 RELOG_HINT = "re-log this run later with `signflow log-run` once the tracking server is reachable"
 
 
@@ -43,11 +44,8 @@ def resolve_tracking_uri(cwd: Path | None = None) -> str:
 
 
 def git_commit(cwd: Path | None = None) -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() or "unknown"
+    """The run's `git_commit` tag: HEAD in ``cwd``, or "unknown" outside git (a copied project, a tarball)."""
+    return git_head(cwd) or UNKNOWN_COMMIT
 
 
 class Tracker:

@@ -429,7 +429,7 @@ def test_user_error_registry_names_every_project_error() -> None:
 
 def test_sweep_note_keeps_a_stage_one_line_error() -> None:
     """`signflow sweep` notes a failed point's error from its log: the one-line form counts as the error."""
-    from signflow.commands.sweep import log_tail
+    from signflow.sweep.runner import log_tail
 
     log = ("Running stage 'train':\n> python stages/train.py\n"
            f"{ERROR_PREFIX}params.yaml: train.epochs='ten' is invalid; allowed: an integer\n"

@@ -14,13 +14,13 @@ import pandas as pd
 import pytest
 
 from signflow.commands.pr_report import add_arguments, run
+from signflow.processes import CommandError, command_env
 from signflow.review.plots import KINDS, plot_comparison
 from signflow.review.report import (
     DEFAULT_IMAGES_DIR,
     TIMINGS_TITLE,
     PrReportError,
     build_pr_report,
-    command_env,
     image_name,
     is_empty_table,
     split_table,
@@ -287,7 +287,7 @@ def test_failing_dvc_command_is_named_with_its_stderr(pr_repo: Path, tmp_path: P
     fake = tmp_path / "fake-dvc"
     fake.write_text("#!/bin/sh\necho 'boom: remote unreachable' >&2\nexit 3\n")
     fake.chmod(0o755)
-    with pytest.raises(PrReportError) as err:
+    with pytest.raises(CommandError) as err:
         build_pr_report(pr_repo, base="main", dvc=str(fake))
     message = str(err.value)
     assert "params diff main --md" in message and "exit 3" in message
@@ -295,7 +295,7 @@ def test_failing_dvc_command_is_named_with_its_stderr(pr_repo: Path, tmp_path: P
 
 
 def test_missing_dvc_binary_is_named(pr_repo: Path) -> None:
-    with pytest.raises(PrReportError, match="not-a-dvc"):
+    with pytest.raises(CommandError, match="not-a-dvc"):
         build_pr_report(pr_repo, base="main", dvc="not-a-dvc")
 
 

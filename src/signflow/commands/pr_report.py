@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from signflow.cli import EXIT_FILES_FAILED, EXIT_OK
+from signflow.processes import CommandError
 from signflow.review.report import DEFAULT_BASE, DEFAULT_IMAGES_DIR, DEFAULT_OUT, PrReportError, write_pr_report
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry for `signflow pr-report`: write the report, print it; 1 on a failed command."""
     try:
         markdown = write_pr_report(Path.cwd(), args.base, args.out, images_dir=args.images_dir)
-    except PrReportError as err:
+    except (PrReportError, CommandError) as err:
         log.error("%s", err)
         return EXIT_FILES_FAILED
     sys.stdout.write(markdown)

@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shutil
-import subprocess
 from pathlib import Path
 
+from signflow import processes
 from signflow.cli import EXIT_OK
 from signflow.commands.args import fail
-from signflow.review.report import command_env
 
 log = logging.getLogger(__name__)
 
@@ -33,6 +31,7 @@ S3_SCHEME = "s3://"
 # Any "<scheme>://" (s3, gs, azure, ssh, http...) is a URL for DVC; anything else a local path.
 URL_SEPARATOR = "://"
 ENDPOINT_OPTION = "endpointurl"
+DVC_SECONDS = 120.0  # `dvc remote add/modify` only edit .dvc/config: seconds at most
 CREDENTIALS_HINT = (
     "credentials stay out of git: export AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, "
     "or run `dvc remote modify --local {name} access_key_id ...` (and secret_access_key)"
@@ -64,16 +63,8 @@ def resolve_url(root: Path, url: str | None) -> str:
 
 
 def run_dvc(root: Path, *args: str) -> str:
-    """Run ``dvc <args>`` in ``root`` (the venv's dvc first on PATH); RemoteError with its stderr on failure."""
-    env = command_env()
-    executable = shutil.which("dvc", path=env["PATH"])
-    if executable is None:
-        raise RemoteError("`dvc` not found on PATH: install the project (`make install`) or activate .venv")
-    proc = subprocess.run([executable, *args], cwd=root, env=env, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        detail = " ".join((proc.stderr or proc.stdout).split()) or "(no output)"
-        raise RemoteError(f"`dvc {' '.join(args)}` failed in {root}: {detail}")
-    return proc.stdout
+    """``dvc <args>`` run in ``root`` by the one runner; its stdout, or CommandError with its stderr."""
+    return processes.run(["dvc", *args], root, timeout=DVC_SECONDS).stdout
 
 
 def configure_remote(root: Path, url: str | None, endpoint_url: str | None = None, name: str = DEFAULT_NAME) -> str:
@@ -114,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry for `signflow remote`: configure the remote, print it; 2 with a one-line error on failure."""
     try:
         url = configure_remote(args.root, args.url, args.endpoint_url, args.name)
-    except RemoteError as err:
+    except (RemoteError, processes.CommandError) as err:
         return fail(str(err))
     print(f"{args.name}: {url}" + (f" (endpoint {args.endpoint_url})" if args.endpoint_url else ""))
     return EXIT_OK

@@ -3,8 +3,9 @@
 CI runs ``dvc repro`` on the pull request and then this module, which compares
 the workspace (the reproduced PR) against the base branch with DVC's own diff
 commands, so the numbers a reviewer sees are exactly what ``dvc metrics diff``
-would show on their machine. Every command's failure is raised with its stderr:
-an empty section must mean "no change", never "the command broke".
+would show on their machine. Every command's failure is raised with its stderr
+(``signflow.processes.CommandError``): an empty section must mean "no change",
+never "the command broke".
 
 Timings (every file under ``metrics/timings/``, ``signflow.paths.TIMINGS_DIR``)
 change with the runner and its load, not with the pull request: their rows
@@ -18,18 +19,15 @@ from __future__ import annotations
 import io
 import logging
 import os
-import shutil
-import subprocess
-import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from signflow import paths
 from signflow.files import write_text
+from signflow.processes import CommandError, Result, run
 
-if TYPE_CHECKING:  # pandas and matplotlib are imported when a picture is drawn: `sweep` imports this module
+if TYPE_CHECKING:  # pandas and matplotlib are imported only when a picture is drawn
     import pandas as pd
 
 log = logging.getLogger(__name__)
@@ -56,48 +54,17 @@ PLOTS_DIFF_DOCS = "https://dvc.org/doc/command-reference/plots/diff"
 TITLE = "## signflow pipeline report"
 # A `--md` table is a header row plus a separator row; anything beyond is a change.
 _MD_HEADER_ROWS = 2
+# Bound on each git/dvc call: `dvc metrics diff` on a large project takes seconds; a hung one must not hang CI.
+COMMAND_SECONDS = 600.0
 
 
 class PrReportError(RuntimeError):
-    """A command the report needs failed; the message names it and quotes its stderr."""
+    """The report cannot be built as asked (a base ref that is not a commit); the message says what to do."""
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    """Captured output of one command (stderr kept: DVC reports unreadable files there)."""
-
-    stdout: str
-    stderr: str
-
-
-def command_env() -> dict[str, str]:
-    """The environment with this interpreter's bin folder first on PATH.
-
-    Why: CI and `make` call `.venv/bin/signflow` without activating the venv, so
-    a bare `dvc` (and the `python` in stage commands) must resolve to the venv's
-    pinned copies, not whatever the runner has installed.
-    """
-    env = dict(os.environ)
-    bin_dir = str(Path(sys.executable).parent)
-    env["PATH"] = os.pathsep.join([bin_dir, env.get("PATH", "")])
-    return env
-
-
-def run_command(argv: Sequence[str], cwd: Path) -> CommandResult:
-    """Run ``argv`` in ``cwd``, capturing output; raise PrReportError naming it on failure."""
-    env = command_env()
-    shown = " ".join(argv)
-    executable = shutil.which(argv[0], path=env["PATH"])
-    if executable is None:
-        raise PrReportError(f"`{shown}` failed: {argv[0]!r} not found on PATH ({env['PATH']})")
-    log.debug("running %s in %s", shown, cwd)
-    proc = subprocess.run(
-        [executable, *argv[1:]], cwd=cwd, env=env, capture_output=True, text=True, check=False
-    )
-    if proc.returncode != 0:
-        stderr = proc.stderr.strip() or "(no stderr)"
-        raise PrReportError(f"`{shown}` failed in {cwd} (exit {proc.returncode}):\n{stderr}")
-    return CommandResult(stdout=proc.stdout, stderr=proc.stderr)
+def run_command(argv: Sequence[str], cwd: Path) -> Result:
+    """``argv`` run in ``cwd`` by the one runner, with the report's bound; CommandError naming it on failure."""
+    return run(argv, cwd, timeout=COMMAND_SECONDS)
 
 
 def check_base(repo: Path, base: str) -> None:
@@ -108,10 +75,10 @@ def check_base(repo: Path, base: str) -> None:
     """
     try:
         run_command(["git", "rev-parse", "--verify", "--quiet", f"{base}^{{commit}}"], repo)
-    except PrReportError as err:
+    except CommandError as err:
         raise PrReportError(
             f"base revision {base!r} not found in {repo} "
-            f"(in CI, check out with full history: fetch-depth: 0)\n{err}"
+            f"(in CI, check out with full history: fetch-depth: 0): {err}"
         ) from err
 
 
