@@ -10,14 +10,25 @@ import cv2
 import numpy as np
 import pytest
 
-from signflow.data.images import BadImageError, ImageRef, image_ref, read_rgb
+from signflow.data.decode import DECODE_CHUNK, decode_frame
+from signflow.data.images import (
+    OPEN_SHARDS,
+    BadImageError,
+    ImageLimits,
+    ImageRef,
+    _open_shard,
+    decode_job,
+    image_ref,
+    read_rgb,
+)
+from signflow.data.manifest import ROLE_TARGET, to_frame
 from signflow.data.records import RawRecord, shard_name
 from signflow.data.shards import pack_shards
 
 
-def _images(root: Path, per_class: int = 3) -> list[RawRecord]:
+def _images(root: Path, per_class: int = 3, classes: tuple[str, ...] = ("12", "14")) -> list[RawRecord]:
     records = []
-    for class_id in ("12", "14"):
+    for class_id in classes:
         for i in range(per_class):
             rgb = np.full((20 + i, 24, 3), (int(class_id) * 10 + i, 80, 160), dtype=np.uint8)
             path = f"{class_id}/{i:05d}_00000.png"
@@ -77,3 +88,22 @@ def test_missing_member_and_rewritten_shard(tmp_path: Path) -> None:
     os.utime(shard, ns=(1, os.stat(shard).st_mtime_ns + 1_000_000))
     second = read_rgb(ImageRef(shard, records[0].path))
     assert first.shape != second.shape and not second.any()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_rows_of_mixed_shards_decode_in_place_opening_each_shard_once(tmp_path: Path, workers: int) -> None:
+    """An official test set mixes classes: rows are decoded shard by shard, each image still at its own row."""
+    classes = tuple(str(c) for c in range(10, 11 + OPEN_SHARDS))  # more shards than a process keeps open
+    records = pack_shards(tmp_path / "loose", tmp_path / "raw", _images(tmp_path / "loose", classes=classes))
+    by_class = [[r for r in records if r.class_id == c] for c in classes]
+    mixed = [r for group in zip(*by_class, strict=True) for r in group]  # 10, 11, 12, 10, 11, 12, ...
+    rows = (mixed * (DECODE_CHUNK // len(mixed) + 1))[: DECODE_CHUNK + 5]  # enough rows for the pool
+    frame = to_frame(rows, "x", 0, ROLE_TARGET)
+    opened = _open_shard.cache_info().misses
+
+    images = decode_frame(frame, tmp_path / "raw", 16, False, workers=workers, limits=ImageLimits())
+
+    if workers == 1:  # decoded in this process: one open per shard, although consecutive rows never share one
+        assert _open_shard.cache_info().misses - opened == len(classes)
+    expected = [decode_job((image_ref(tmp_path / "raw", r.path, r.shard), None, 16, ImageLimits())) for r in rows]
+    assert np.array_equal(images, np.stack(expected))
