@@ -125,8 +125,7 @@ def run_experiment(workdir: Path, sets: list[str]) -> None:
     """One workspace experiment from the committed params plus exactly ``sets``, up to ``evaluate``.
 
     The table reads only what ``train`` and ``evaluate`` write; ``report`` and ``export``
-    would add time per run, and ``export``'s int8 guard (``export.max_int8_drop``) may
-    rightly refuse a model whose float metrics the table still needs.
+    would only add time per run.
     """
     reset_params(workdir)
     run(["dvc", "exp", "run", *[a for o in sets for a in ("-S", o)], TABLE_STAGE], workdir)
