@@ -1,4 +1,4 @@
-"""Shared fixtures: tiny records, tiny image folders, and where the repo and shared data are."""
+"""Shared fixtures: tiny records and image folders, the repo and shared data, the reproduced tiny project."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ import pytest
 from PIL import ImageFile
 
 from signflow.data.records import RawRecord
+
+from tiny_project import Reproduced, reproduce_once
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SUBSET_ZIP_NAME = "GTSRB-Training_subset.zip"
@@ -78,6 +80,15 @@ def image_folder(make_image_folder: FolderFactory) -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+@pytest.fixture(scope="session")
+def reproduced(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Reproduced:
+    """The tiny project after one full `dvc repro`, built once per pytest run: take a ``reproduced_copy``."""
+    base = tmp_path_factory.getbasetemp()
+    # pytest-xdist gives each worker a base folder in one folder per run: the build goes there, for all of them.
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    return reproduce_once(repo_root, shared)
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,8 @@
 
 Shared by the end-to-end pipeline tests: ``copy_project`` copies the sources DVC
 needs into ``base / "project"``, builds the environment the stages run in, and
-initialises git and DVC there.
+initialises git and DVC there; ``copy_built`` copies a project that already ran,
+git history, DVC cache and outputs included, so DVC re-runs only what a test changes.
 """
 
 from __future__ import annotations
@@ -91,6 +92,35 @@ def _is_queue_worker(pid: int) -> bool:
         return False
 
 
+def location_env(root: Path, base: Path) -> dict[str, str]:
+    """The variables that name where the project is: what a copy of it changes."""
+    # the stages import the copied package, not the editable install's
+    return {"PYTHONPATH": str(root / "src"), "DVC_SITE_CACHE_DIR": str(base / "dvc-site")}
+
+
+def project_env(
+    root: Path, base: Path, extra_env: Mapping[str, str] | None = None, drop_env: Iterable[str] = ()
+) -> dict[str, str]:
+    """The environment DVC, git and the stages run in for the project at ``root`` (scratch files in ``base``).
+
+    ``extra_env`` is added to it and ``drop_env`` names variables removed from it.
+    """
+    bin_dir = Path(sys.executable).parent
+    env = {
+        **os.environ,
+        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+        **location_env(root, base),
+        "DVC_NO_ANALYTICS": "1",
+        "SIGNFLOW_LOG": "WARNING",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        **GIT_IDENTITY,
+        **(extra_env or {}),
+    }
+    for name in drop_env:
+        env.pop(name, None)
+    return env
+
+
 def copy_project(
     repo_root: Path,
     base: Path,
@@ -111,21 +141,7 @@ def copy_project(
         elif source.exists():
             shutil.copy2(source, root / name)
 
-    bin_dir = Path(sys.executable).parent
-    env = {
-        **os.environ,
-        "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
-        # the stages import the copied package, not the editable install's
-        "PYTHONPATH": str(root / "src"),
-        "DVC_NO_ANALYTICS": "1",
-        "DVC_SITE_CACHE_DIR": str(base / "dvc-site"),
-        "SIGNFLOW_LOG": "WARNING",
-        "GIT_CONFIG_NOSYSTEM": "1",
-        **GIT_IDENTITY,
-        **(extra_env or {}),
-    }
-    for name in drop_env:
-        env.pop(name, None)
+    env = project_env(root, base, extra_env, drop_env)
     if shutil.which("dvc", path=env["PATH"]) is None:
         pytest.skip(f"no dvc executable beside {sys.executable}")
     proj = Project(root, env)
@@ -133,3 +149,26 @@ def copy_project(
     proj.dvc("init", "-q")
     shutil.copy2(repo_root / ".dvc" / "config", root / ".dvc" / "config")
     return proj
+
+
+def copy_built(
+    source: Project, base: Path, extra_env: Mapping[str, str] | None = None, drop_env: Iterable[str] = ()
+) -> Project:
+    """``source`` copied whole to ``base / "project"``: sources, outputs, ``.git`` and the DVC cache.
+
+    Seconds instead of a pipeline run: DVC finds every output as ``dvc.lock`` records it, so
+    ``dvc repro`` runs only the stages whose inputs changed since. ``extra_env`` and
+    ``drop_env`` as in :func:`copy_project`, on top of ``source``'s environment.
+    """
+    root = base / "project"
+    dvc_dir = source.root / ".dvc"
+
+    def skip_dvc_tmp(folder: str, names: list[str]) -> list[str]:
+        # .dvc/tmp holds the source's locks and indexes keyed by its path: DVC rebuilds it.
+        return ["tmp"] if Path(folder) == dvc_dir else []
+
+    shutil.copytree(source.root, root, symlinks=True, ignore=skip_dvc_tmp)
+    env = {**source.env, **location_env(root, base), **(extra_env or {})}
+    for name in drop_env:
+        env.pop(name, None)
+    return Project(root, env)

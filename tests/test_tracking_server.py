@@ -1,8 +1,9 @@
-"""signflow against a real MLflow tracking server: logging, an outage mid-training, queued workers.
+"""signflow against a real MLflow tracking server: logging, then queued workers; an outage mid-training.
 
 Each test starts ``signflow mlflow-server`` (``mlflow server`` with a SQLite
 backend store and proxied artifacts) on a free loopback port and stops it; the
-pipeline runs in a throw-away copy of the project on tiny data.
+pipeline runs in a copy of the reproduced tiny project (the ``reproduced`` fixture),
+so only the stages whose params a test changes run, and they log to the server.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from signflow.tracking import EXPERIMENT
 
 from http_server import free_port
 from project_copy import Project
-from tiny_project import tiny_copy
+from tiny_project import Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
@@ -81,10 +82,6 @@ def server(tmp_path: Path) -> Iterator[Server]:
         srv.stop()
 
 
-def _project(tmp_path: Path, repo_root: Path, uri: str, **shrink: object) -> Project:
-    return tiny_copy(repo_root, tmp_path, tracking_uri=uri, **shrink)
-
-
 def _run_id(proj: Project) -> str:
     return json.loads((proj.root / "models" / "run.json").read_text())["run_id"]
 
@@ -93,33 +90,14 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
     return sorted(m.step for m in client.get_metric_history(run_id, key))
 
 
-def test_pipeline_logs_params_metrics_and_artifacts_to_the_server(
-    server: Server, tmp_path: Path, repo_root: Path
-) -> None:
-    proj = _project(tmp_path, repo_root, server.uri, strategy="scratch", epochs=3)
-    proj.dvc("repro")
-    client = MlflowClient(tracking_uri=server.uri)
-    run = client.get_run(_run_id(proj))
-    assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-scratch"
-    assert run.data.params["strategy"] == "scratch" and run.data.params["train.epochs"] == "3"
-    assert _steps(client, run.info.run_id, "val_loss") == [0, 1, 2]
-    assert "test.accuracy" in run.data.metrics  # evaluate logged into the same run
-    paths = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"train_history.csv", "model", "evaluate", "report"} <= paths
-    # Artifacts go through the server (proxied), and come back byte for byte.
-    local = Path(client.download_artifacts(run.info.run_id, "train_history.csv", str(tmp_path)))
-    assert local.read_bytes() == (proj.root / "metrics" / "train_history.csv").read_bytes()
-    assert (tmp_path / "server" / "artifacts").is_dir() and any((tmp_path / "server" / "artifacts").rglob("best.pt"))
-
-
 def test_server_outage_mid_training_then_log_run_completes_the_same_run(
-    server: Server, tmp_path: Path, repo_root: Path
+    server: Server, tmp_path: Path, reproduced: Reproduced
 ) -> None:
-    proj = _project(tmp_path, repo_root, server.uri, strategy="scratch", epochs=OUTAGE_EPOCHS)
+    proj = reproduced_copy(reproduced, tmp_path, tracking_uri=server.uri, strategy="scratch", epochs=OUTAGE_EPOCHS)
     params = proj.params()
     params["train"]["patience"] = 0  # every epoch runs: the outage lands mid-training
     proj.set_params(params)
-    proj.dvc("repro", "add_unknown")
+    (proj.root / "models" / "run.json").unlink()  # the build's run, in another store: wait for this one's
     client = MlflowClient(tracking_uri=server.uri)
     stage = subprocess.Popen(["dvc", "repro", "train"], cwd=proj.root, env=proj.env, start_new_session=True,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -163,25 +141,42 @@ def _wait_for_first_epoch(proj: Project, client: MlflowClient, stage: subprocess
     pytest.fail(f"no epoch reached the server before training ended (exit {stage.poll()})")
 
 
-def test_two_queue_workers_log_one_named_run_each_and_share_the_cores(
-    server: Server, tmp_path: Path, repo_root: Path
+def test_pipeline_logs_to_the_server_then_two_queue_workers_log_one_named_run_each(
+    server: Server, tmp_path: Path, reproduced: Reproduced
 ) -> None:
-    proj = _project(tmp_path, repo_root, server.uri, strategy="scratch", epochs=2)
+    """The documented path: `dvc repro` (train, evaluate, report log to the server), commit, queue two experiments.
+
+    Up to the report stage, the last that logs to the run (export only registers the model: tests/serving/).
+    """
+    proj = reproduced_copy(reproduced, tmp_path, tracking_uri=server.uri, strategy="scratch", epochs=2)
     params = proj.params()
-    params["train"]["threads"] = 0  # each worker takes its share of the cores
+    params["train"]["threads"] = 0  # each queue worker takes its share of the cores
     proj.set_params(params)
-    proj.dvc("repro")
+    repro = proj.dvc("repro", "report")
+    assert "Running stage 'add_unknown'" not in repro.stdout  # the copy's data stages are up to date
+    client = MlflowClient(tracking_uri=server.uri)
+    run = client.get_run(_run_id(proj))
+    assert run.info.status == "FINISHED" and run.info.run_name == "simple_cnn-scratch"
+    assert run.data.params["strategy"] == "scratch" and run.data.params["train.epochs"] == "2"
+    assert _steps(client, run.info.run_id, "val_loss") == [0, 1]
+    assert "test.accuracy" in run.data.metrics  # evaluate logged into the same run
+    paths = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"train_history.csv", "model", "evaluate", "report"} <= paths
+    # Artifacts go through the server (proxied), and come back byte for byte.
+    local = Path(client.download_artifacts(run.info.run_id, "train_history.csv", str(tmp_path)))
+    assert local.read_bytes() == (proj.root / "metrics" / "train_history.csv").read_bytes()
+    assert (tmp_path / "server" / "artifacts").is_dir() and any((tmp_path / "server" / "artifacts").rglob("best.pt"))
+
     proj.run("git", "add", "-A")
     proj.run("git", "commit", "-q", "-m", "baseline")
     names = {"q-lr-high": "0.01", "q-lr-low": "0.003"}  # both differ from the baseline: both train
     for name, lr in names.items():
-        proj.dvc("exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}")
+        proj.dvc("exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}", "evaluate")  # what is asserted
     try:
         proj.start_queue(2)
         _wait_for_queue(proj, set(names))
     finally:
         proj.stop_queue()
-    client = MlflowClient(tracking_uri=server.uri)
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.dvc_experiment != ''")
     by_name = {r.info.run_name: r for r in runs}

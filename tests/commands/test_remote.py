@@ -2,7 +2,7 @@
 
 Real servers and repositories only: the tiny pipeline
 (``tiny_project.shrink_params``: a few dozen 32 px synthetic images, simple_cnn,
-one epoch) is reproduced once per module; each test works on its own copy of
+one epoch) as the one `dvc repro` per pytest run left it; each test works on its own copy of
 that repository, pushes to a remote (a local folder, or S3 on a moto server on
 127.0.0.1), clones it with git into a fresh folder and pulls there: the clone
 must have every output, a clean ``dvc status`` and a no-op ``dvc repro``. One
@@ -12,7 +12,6 @@ test moves an experiment between two clones through a bare git origin.
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 import zipfile
@@ -30,8 +29,8 @@ from signflow.commands.remote import RemoteError, configure_remote, default_stor
 from signflow.model.checkpoint import load_checkpoint
 
 from http_server import free_port
-from project_copy import Project
-from tiny_project import tiny_copy
+from project_copy import Project, copy_built
+from tiny_project import Reproduced, reproduced_copy
 
 PULLED_OUTPUTS = ["data/raw", "data/dataset", "models/best.pt"]
 UP_TO_DATE = "Data and pipelines are up to date"
@@ -60,25 +59,17 @@ def with_root(project: Project, root: Path, extra_env: dict[str, str] | None = N
 
 
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
+def baseline(tmp_path_factory: pytest.TempPathFactory, reproduced: Reproduced) -> Project:
     """The tiny project after a full ``dvc repro`` (every stage in dvc.lock), everything git holds committed."""
-    base = tmp_path_factory.mktemp("remote-baseline")
-    project = tiny_copy(repo_root, base, drop_env=S3_CREDENTIALS)
-    project.dvc("repro")
+    project = reproduced_copy(reproduced, tmp_path_factory.mktemp("remote-baseline"), drop_env=S3_CREDENTIALS)
     commit_all(project, "baseline: tiny pipeline")
     return project
 
 
-def fork(baseline: Project, root: Path, extra_env: dict[str, str] | None = None) -> Project:
-    """A copy of the baseline repository (git history and DVC cache included) at ``root``."""
-    dvc_dir = baseline.root / ".dvc"
-
-    def skip_dvc_tmp(folder: str, names: list[str]) -> list[str]:
-        # .dvc/tmp holds the copied repo's locks and indexes keyed by its path: DVC rebuilds it.
-        return ["tmp"] if Path(folder) == dvc_dir else []
-
-    shutil.copytree(baseline.root, root, symlinks=True, ignore=skip_dvc_tmp)
-    return with_root(baseline, root, extra_env)
+def fork(baseline: Project, base: Path, extra_env: dict[str, str] | None = None) -> Project:
+    """A copy of the baseline repository (git history and DVC cache included) at ``base / "project"``."""
+    base.mkdir()
+    return copy_built(baseline, base, extra_env)
 
 
 def clone(project: Project, source: str, root: Path) -> Project:

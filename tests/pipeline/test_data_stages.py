@@ -1,16 +1,14 @@
-"""End to end: the data stages under real DVC in a throw-away copy of the project.
+"""End to end: the data stages under real DVC, in a copy of the tiny project.
 
-The copy gets a shrunken params.yaml (a few tiny images per class), runs
-``dvc repro add_unknown``, checks the outputs, then checks that nothing re-runs
-when nothing changed and that a training-only param leaves the data stages alone.
-Uses the synthetic source when it exists, else an image folder written here.
+The one `dvc repro` per pytest run (the ``reproduced`` fixture: synthetic source,
+a few tiny images per class) ran them; its outputs are checked here, then that
+nothing re-runs when nothing changed and that a training-only param leaves the
+data stages alone.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,21 +17,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import write_image_folder
 from project_copy import Project, copy_project
+from tiny_project import IMAGE_SIZE, Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
 DATA_STAGES = ["download", "split", "add_unknown"]
 SPLITS = ["train", "val", "test"]
-IMAGE_SIZE = 32
-
-
-def _has_synthetic() -> bool:
-    try:
-        return importlib.util.find_spec("signflow.data.sources.synthetic") is not None
-    except ImportError:
-        return False
 
 
 def _stale(project: Project) -> dict[str, Any]:
@@ -42,29 +32,9 @@ def _stale(project: Project) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
-    base = tmp_path_factory.mktemp("pipeline")
-    # Behave like a default machine, where Python writes __pycache__ beside the sources.
-    proj = copy_project(repo_root, base, drop_env=["PYTHONDONTWRITEBYTECODE"])
-
-    params = proj.params()
-    data = params["data"]
-    data.update(image_size=IMAGE_SIZE, decode_workers=1)
-    if _has_synthetic():
-        data["source"] = "synthetic"
-        data["synthetic"].update(tracks_per_class=4, frames_per_track=3)
-    else:
-        ids = [str(c) for c in data["classes"]] + [str(c) for c in params["unknown"]["heldout"]] + ["1", "2"]
-        folder = write_image_folder(base / "folder", classes=ids, tracks=4, frames=3)
-        data["source"] = "folder"
-        data["folder"].update(path=str(folder), track_pattern=r"^(\d+)_")
-    proj.set_params(params)
-    return proj
-
-
-@pytest.fixture(scope="module")
-def first_run(project: Project) -> subprocess.CompletedProcess[str]:
-    return project.dvc("repro", "add_unknown")
+def project(tmp_path_factory: pytest.TempPathFactory, reproduced: Reproduced) -> Project:
+    # Behave like a default machine, where Python writes __pycache__ beside the sources (the build did too).
+    return reproduced_copy(reproduced, tmp_path_factory.mktemp("pipeline"), drop_env=["PYTHONDONTWRITEBYTECODE"])
 
 
 def _outputs(root: Path) -> list[Path]:
@@ -74,9 +44,9 @@ def _outputs(root: Path) -> list[Path]:
     return paths
 
 
-def test_outputs_are_complete_and_consistent(project: Project, first_run: subprocess.CompletedProcess[str]) -> None:
+def test_outputs_are_complete_and_consistent(project: Project, reproduced: Reproduced) -> None:
     for stage in DATA_STAGES:
-        assert f"Running stage '{stage}'" in first_run.stdout
+        assert f"Running stage '{stage}'" in reproduced.log  # the build's `dvc repro` made them
     root = project.root
     params = project.params()
     targets = [str(c) for c in params["data"]["classes"]]
@@ -110,7 +80,7 @@ def test_outputs_are_complete_and_consistent(project: Project, first_run: subpro
     assert summary["quarantined"]["count"] == len(quarantine)
 
 
-def test_second_repro_does_nothing(project: Project, first_run: object) -> None:
+def test_second_repro_does_nothing(project: Project) -> None:
     outputs = _outputs(project.root)
     before = {p: p.stat().st_mtime_ns for p in outputs}
 
@@ -123,7 +93,7 @@ def test_second_repro_does_nothing(project: Project, first_run: object) -> None:
     assert _stale(project) == {}
 
 
-def test_training_params_leave_data_stages_alone(project: Project, first_run: object) -> None:
+def test_training_params_leave_data_stages_alone(project: Project) -> None:
     original = project.params()
     try:
         changed = project.params()
@@ -142,7 +112,7 @@ def test_training_params_leave_data_stages_alone(project: Project, first_run: ob
     assert _stale(project) == {}
 
 
-def test_importing_more_modules_keeps_pipeline_clean(project: Project, first_run: object) -> None:
+def test_importing_more_modules_keeps_pipeline_clean(project: Project) -> None:
     # Running tests or the CLI writes __pycache__ under src/signflow/sources, a
     # directory dependency of `download`; that must not make the stage stale.
     project.run(sys.executable, "-c", "import signflow.data.sources.gtsrb, signflow.data.sources.folder")

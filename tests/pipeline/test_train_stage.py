@@ -1,9 +1,9 @@
 """End to end: the train stage under real DVC, then a `dvc exp run` that changes only the strategy.
 
-Same approach as ``tests/pipeline/test_data_stages.py``: a throw-away copy of the project
-with a shrunken params.yaml (synthetic source, 3 tracks x 3 frames per class,
-32 px, simple_cnn, one epoch), the stages importing the copied sources, MLflow
-in a sqlite store beside the copy.
+The tiny project (``tiny_project.shrink_params``: synthetic source, 3 tracks x 3 frames
+per class, 32 px, simple_cnn, one epoch) as the one `dvc repro` per pytest run left it
+(the ``reproduced`` fixture), copied: the stages import the copied sources, MLflow
+logs to a copy of its sqlite store beside the copy.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from signflow.model.checkpoint import load_checkpoint
 from signflow.training.stage import HISTORY_COLUMNS, TIMINGS_HISTORY_COLUMNS
 
 from project_copy import Project
-from tiny_project import IMAGE_SIZE, tiny_copy
+from tiny_project import IMAGE_SIZE, Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
@@ -30,26 +30,20 @@ DATA_STAGES = ["download", "split", "add_unknown"]
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
-    base = tmp_path_factory.mktemp("pipeline-train")
-    return tiny_copy(repo_root, base)
+def project(tmp_path_factory: pytest.TempPathFactory, reproduced: Reproduced) -> Project:
+    return reproduced_copy(reproduced, tmp_path_factory.mktemp("pipeline-train"))
 
 
 @pytest.fixture(scope="module")
-def repro(project: Project) -> subprocess.CompletedProcess[str]:
-    return project.dvc("repro", "train")
-
-
-@pytest.fixture(scope="module")
-def experiment(project: Project, repro: object) -> Iterator[subprocess.CompletedProcess[str]]:
+def experiment(project: Project) -> Iterator[subprocess.CompletedProcess[str]]:
     project.run("git", "add", "-A")
     project.run("git", "commit", "-q", "-m", "baseline: linear")
     yield project.dvc("exp", "run", "-S", "strategy=full", "train")
 
 
-def test_repro_train_writes_model_metrics_and_run(project: Project, repro: subprocess.CompletedProcess[str]) -> None:
+def test_repro_train_writes_model_metrics_and_run(project: Project, reproduced: Reproduced) -> None:
     for stage in [*DATA_STAGES, "train"]:
-        assert f"Running stage '{stage}'" in repro.stdout, repro.stdout
+        assert f"Running stage '{stage}'" in reproduced.log, reproduced.log
     root = project.root
     summary = json.loads((root / "metrics" / "train.json").read_text())
     assert summary["epochs_run"] == 1 and summary["best_epoch"] == 0
@@ -118,9 +112,9 @@ def _modified_in(project: Project, path: str) -> set[str]:
             if isinstance(change, dict) and change.get("changed deps", {}).get(path) == "modified"}
 
 
-def test_editing_a_module_marks_exactly_the_stages_that_import_it(project: Project, experiment: object) -> None:
+def test_editing_a_module_marks_exactly_the_stages_that_import_it(reproduced: Reproduced, tmp_path: Path) -> None:
     """dvc.yaml deps follow the imports: transforms.py -> train, evaluate, report, export; report.py -> report."""
-    project.dvc("repro")  # evaluate and report too, so every stage is in dvc.lock
+    project = reproduced_copy(reproduced, tmp_path)  # every stage in dvc.lock
     assert project.status() == {}
     for path, expected in (("src/signflow/model/transforms.py", {"train", "evaluate", "report", "export"}),
                            ("src/signflow/evaluation/report.py", {"report"})):

@@ -17,7 +17,7 @@ import pytest
 from reliability.faults import file_md5s, kill_group, start, temporaries
 from signflow.model.checkpoint import load_checkpoint
 
-from tiny_project import tiny_copy
+from tiny_project import Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
@@ -26,8 +26,8 @@ STAGGER_S = 0.5
 TIMEOUT_S = 600.0
 
 
-def test_two_simultaneous_repros_finish_or_refuse_and_corrupt_nothing(tmp_path: Path, repo_root: Path) -> None:
-    proj = tiny_copy(repo_root, tmp_path, strategy="scratch", epochs=2)
+def test_two_simultaneous_repros_finish_or_refuse_and_corrupt_nothing(tmp_path: Path, reproduced: Reproduced) -> None:
+    proj = reproduced_copy(reproduced, tmp_path, strategy="scratch", epochs=2)  # train and evaluate to run
     first = start(proj, "dvc", "repro", "evaluate")
     time.sleep(STAGGER_S)
     second = start(proj, "dvc", "repro", "evaluate")

@@ -1,5 +1,8 @@
 """The same params and seed twice, in two project copies: byte-identical data and identical results on CPU.
 
+One copy's data comes from the one `dvc repro` per pytest run (the ``reproduced`` fixture), the other's
+from its own from-scratch run; both train and evaluate here.
+
 What can still differ across CPUs (instruction set, oneDNN kernels) and on GPU:
 benchmarks/bench_determinism.py and the README's "Reliability" section.
 """
@@ -13,7 +16,7 @@ import torch
 
 from reliability.faults import file_md5s, lock_outs, state_dict
 
-from tiny_project import tiny_copy
+from tiny_project import Reproduced, reproduced_copy, tiny_copy
 
 pytestmark = pytest.mark.slow
 
@@ -22,11 +25,13 @@ RESULTS = ("metrics/train.json", "metrics/train_history.csv", "metrics/evaluate.
            "metrics/predictions.csv", "metrics/confusion.csv")
 
 
-def test_same_params_and_seed_give_identical_data_and_metrics(tmp_path: Path, repo_root: Path) -> None:
-    projects = []
+def test_same_params_and_seed_give_identical_data_and_metrics(
+    tmp_path: Path, repo_root: Path, reproduced: Reproduced
+) -> None:
     for name in ("a", "b"):
         (tmp_path / name).mkdir()
-        projects.append(tiny_copy(repo_root, tmp_path / name, strategy="scratch", epochs=2))
+    projects = [reproduced_copy(reproduced, tmp_path / "a", strategy="scratch", epochs=2),
+                tiny_copy(repo_root, tmp_path / "b", strategy="scratch", epochs=2)]
     for proj in projects:
         proj.dvc("repro", "evaluate")
     first, second = projects

@@ -1,6 +1,6 @@
 """Interrupted stages: Ctrl-C and SIGKILL mid-training, mid-checkpoint-write and mid-way through each data stage.
 
-Each case runs the real stage through ``dvc repro`` in a tiny project copy, stops it at an exact
+Each case runs the real stage through ``dvc repro`` in a copy of the reproduced tiny project, stops it at an exact
 point (``hooks/sitecustomize.py``) and interrupts it there. Rerunning must give exactly the outputs
 of the uninterrupted run (the same weights, the same data bytes), and no output is ever half-written.
 Already covered elsewhere: exact in-process resume (tests/training/test_loop.py), a killed two-process DDP
@@ -33,7 +33,7 @@ from reliability.faults import (
 from signflow.model.checkpoint import load_checkpoint
 
 from project_copy import Project
-from tiny_project import tiny_copy
+from tiny_project import Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
@@ -56,8 +56,8 @@ class Reference:
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Reference:
-    proj = tiny_copy(repo_root, tmp_path_factory.mktemp("interrupts"), strategy="scratch", epochs=EPOCHS)
+def reference(tmp_path_factory: pytest.TempPathFactory, reproduced: Reproduced) -> Reference:
+    proj = reproduced_copy(reproduced, tmp_path_factory.mktemp("interrupts"), strategy="scratch", epochs=EPOCHS)
     params = proj.params()
     params["train"]["patience"] = 0  # every epoch runs, whatever the validation curve
     proj.set_params(params)

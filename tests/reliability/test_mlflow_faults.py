@@ -19,7 +19,7 @@ from mlflow.tracking import MlflowClient
 from signflow.tracking import EXPERIMENT
 
 from project_copy import Project
-from tiny_project import tiny_copy
+from tiny_project import Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
@@ -27,10 +27,10 @@ RELOG_HINT = "signflow log-run"
 STAGES = ("train", "evaluate")
 
 
-def _project(tmp_path: Path, repo_root: Path) -> tuple[Project, str]:
-    proj = tiny_copy(repo_root, tmp_path, strategy="scratch", epochs=2)
-    proj.dvc("repro", "add_unknown")  # the data stages log nothing to MLflow
-    return proj, proj.env["MLFLOW_TRACKING_URI"]
+def _project(tmp_path: Path, reproduced: Reproduced) -> tuple[Project, str]:
+    """A copy with its data stages done (they log nothing to MLflow), train and evaluate to run, an empty store."""
+    uri = f"sqlite:///{tmp_path / 'empty.db'}"
+    return reproduced_copy(reproduced, tmp_path, tracking_uri=uri, strategy="scratch", epochs=2), uri
 
 
 def _warnings_per_stage(proj: Project) -> dict[str, list[str]]:
@@ -57,8 +57,8 @@ def _relog(proj: Project, uri: str) -> str:
     return run_id
 
 
-def test_sqlite_store_locked_by_another_writer(tmp_path: Path, repo_root: Path) -> None:
-    proj, uri = _project(tmp_path, repo_root)
+def test_sqlite_store_locked_by_another_writer(tmp_path: Path, reproduced: Reproduced) -> None:
+    proj, uri = _project(tmp_path, reproduced)
     MlflowClient(tracking_uri=uri).search_experiments()  # the store exists, with its tables
     holder = sqlite3.connect(uri.removeprefix("sqlite:///"), isolation_level=None)
     try:
@@ -75,8 +75,8 @@ def test_sqlite_store_locked_by_another_writer(tmp_path: Path, repo_root: Path) 
     _relog(proj, uri)  # the hint works once the lock is gone
 
 
-def test_run_deleted_between_train_and_evaluate(tmp_path: Path, repo_root: Path) -> None:
-    proj, uri = _project(tmp_path, repo_root)
+def test_run_deleted_between_train_and_evaluate(tmp_path: Path, reproduced: Reproduced) -> None:
+    proj, uri = _project(tmp_path, reproduced)
     proj.dvc("repro", "train")
     client = MlflowClient(tracking_uri=uri)
     deleted = json.loads((proj.root / "models" / "run.json").read_text())["run_id"]

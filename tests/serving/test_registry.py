@@ -1,4 +1,4 @@
-"""End to end: `dvc repro export` on the tiny project, then the registered model through MLflow.
+"""End to end: the tiny project's `dvc repro` exported and registered the model; here it is through MLflow.
 
 A real sqlite tracking store, the real ``models:/`` URI and a real
 ``mlflow models serve`` process on loopback: each must give the same classes
@@ -26,7 +26,7 @@ from signflow.data.arrays import load_split
 
 from http_server import free_port
 from project_copy import Project
-from tiny_project import tiny_copy
+from tiny_project import Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
@@ -38,12 +38,9 @@ EXPERIMENT_NAME = "exp-registry"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
-    proj = tiny_copy(repo_root, tmp_path_factory.mktemp("registry"))
-    proj.run("git", "add", "-A")
-    proj.run("git", "commit", "-q", "-m", "tiny project")  # the registered version is tagged with this commit
-    proj.dvc("repro", "export")
-    return proj
+def project(tmp_path_factory: pytest.TempPathFactory, reproduced: Reproduced) -> Project:
+    # Committed before its `dvc repro`: the registered version is tagged with HEAD. The copy keeps the store.
+    return reproduced_copy(reproduced, tmp_path_factory.mktemp("registry"))
 
 
 @pytest.fixture(scope="module")
