@@ -6,7 +6,7 @@ from signflow import paths
 from signflow.config import SPLIT_NAMES, load_config
 from signflow.data.manifest import read_manifest
 from signflow.data.records import INDEX_FILE, OFFICIAL_TEST_FILE, read_quarantine, read_records, read_records_except
-from signflow.data.summary import describe, summarize
+from signflow.data.summary import describe, summarize, track_table, write_track_table
 from signflow.data.unknown import build_dataset
 from signflow.files import write_json
 from signflow.logs import run_stage, setup_logging
@@ -24,6 +24,7 @@ def main() -> None:
                            read_records(official) if official.exists() else [], available)
     summary = summarize(frames, read_quarantine(paths.RAW_DIR))
     write_json(paths.DATA_SUMMARY, summary)
+    write_track_table(paths.DATA_TRACKS, track_table(frames))
     logging.getLogger("add_unknown").info("dataset:\n%s", describe(summary))
 
 

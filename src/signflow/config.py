@@ -399,6 +399,45 @@ class ExportConfig:
 
 
 @dataclass(frozen=True)
+class GuardsConfig:
+    """The gate of `signflow pr-report --gate`: each margin is non-inferiority, in the metric's own unit.
+
+    A guard passes when head's interval of ``head - base`` lies above ``-margin``
+    (at ``review.confidence``): the data show that head is not worse by more
+    than the margin. ``None`` turns a guard off.
+    """
+
+    accuracy: float | None = 0.005  # test.accuracy
+    known_accuracy: float | None = 0.01  # openset.known_accuracy
+    heldout_rejected: float | None = 0.05  # openset.heldout_rejected
+    auroc: float | None = 0.01  # openset.auroc
+    classes: bool = True  # no class significantly worse (per-class intervals, Bonferroni across classes)
+    max_ece: float | None = 0.05  # head's test.ece may not rise above this (above it and above base's)
+
+    def validate(self, prefix: str) -> None:
+        for name in ("accuracy", "known_accuracy", "heldout_rejected", "auroc", "max_ece"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_range(f"{prefix}.{name}", value, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class ReviewConfig:
+    """`signflow pr-report`: the statistics of the base-vs-head comparison and its gate."""
+
+    confidence: float = 0.95  # level of every interval and verdict
+    bootstrap_resamples: int = 2000  # AUROC, ECE and macro F1 intervals
+    seed: int = 0  # bootstrap: the same report for the same predictions
+    flips_shown: int = 24  # images per direction in the flip gallery
+    guards: GuardsConfig = GuardsConfig()
+
+    def validate(self, prefix: str) -> None:
+        _check_range(f"{prefix}.confidence", self.confidence, 0.5, 0.9999)
+        _check_range(f"{prefix}.bootstrap_resamples", self.bootstrap_resamples, 100)
+        _check_range(f"{prefix}.flips_shown", self.flips_shown, 0)
+
+
+@dataclass(frozen=True)
 class Config:
     strategy: str = "linear"
     data: DataConfig = DataConfig()
@@ -408,6 +447,7 @@ class Config:
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
+    review: ReviewConfig = ReviewConfig()
 
     def validate(self, prefix: str) -> None:
         check_choice("strategy", self.strategy, STRATEGIES)

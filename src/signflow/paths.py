@@ -26,6 +26,7 @@ RUN_FILE = MODELS_DIR / "run.json"  # the MLflow run evaluate and report log int
 # metrics/ (in git: a pull request shows their diff)
 METRICS_DIR = Path("metrics")
 DATA_SUMMARY = METRICS_DIR / "data.json"
+DATA_TRACKS = METRICS_DIR / "data_tracks.csv"  # a row per split and track: the data diff a PR report shows
 TRAIN_SUMMARY = METRICS_DIR / "train.json"
 TRAIN_HISTORY = METRICS_DIR / "train_history.csv"
 EVALUATE_METRICS = METRICS_DIR / "evaluate.json"

@@ -20,7 +20,7 @@ from tiny_project import Reproduced, reproduced_copy, tiny_copy
 
 pytestmark = pytest.mark.slow
 
-DATA = ("data/raw", "data/split", "data/dataset", "metrics/data.json")  # manifests, shards, decoded arrays
+DATA = ("data/raw", "data/split", "data/dataset", "metrics/data.json", "metrics/data_tracks.csv")  # manifests, shards, decoded arrays
 RESULTS = ("metrics/train.json", "metrics/train_history.csv", "metrics/evaluate.json", "metrics/per_class.csv",
            "metrics/predictions.csv", "metrics/confusion.csv")
 

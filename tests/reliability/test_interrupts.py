@@ -38,7 +38,7 @@ from tiny_project import Reproduced, reproduced_copy
 pytestmark = pytest.mark.slow
 
 EPOCHS = 4
-DATA_OUTS = ("data/raw", "data/split", "data/dataset", "metrics/data.json")
+DATA_OUTS = ("data/raw", "data/split", "data/dataset", "metrics/data.json", "metrics/data_tracks.csv")
 TRAIN_FILES = ("metrics/train.json", "metrics/train_history.csv")  # what the run learned: no timings
 RESUME_HINT = "`dvc repro` resumes from it"
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from signflow.commands.pr_report import add_arguments, run
+from signflow.commands.pr_report import EXIT_ERROR, add_arguments, run
 from signflow.processes import CommandError, command_env
 from signflow.review.plots import KINDS, plot_comparison
 from signflow.review.report import (
@@ -140,7 +140,7 @@ def halves(png: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_report_shows_param_and_metric_changes(pr_repo: Path) -> None:
-    report = build_pr_report(pr_repo, base="main")
+    report = build_pr_report(pr_repo, base="main").markdown
     assert report.startswith("## ")
     assert table_row(report, "train.lr")[-2:] == [str(BASE_LR), str(FEATURE_LR)]
     acc = table_row(report, "accuracy")
@@ -150,7 +150,7 @@ def test_report_shows_param_and_metric_changes(pr_repo: Path) -> None:
 
 
 def test_timings_are_shown_apart_from_the_metrics(pr_repo: Path) -> None:
-    report = build_pr_report(pr_repo, base="main")
+    report = build_pr_report(pr_repo, base="main").markdown
     metrics, timings = section(report, "### Metrics"), section(report, TIMINGS_TITLE)
     assert "train_seconds" not in metrics and TIMINGS not in metrics
     assert table_row(timings, "train_seconds")[:4] == [TIMINGS, "train_seconds", str(BASE_SECONDS),
@@ -165,7 +165,7 @@ def test_timings_only_change_shows_no_metrics_diff(pr_repo: Path, tmp_path: Path
     (pr_repo / TIMINGS).write_text(json.dumps({"train_seconds": 99.0}))
     (pr_repo / TIMINGS_HISTORY).write_text("step,seconds\n0,99.0\n")
     try:
-        report = build_pr_report(pr_repo, base="feature", images_dir=tmp_path / "pr")
+        report = build_pr_report(pr_repo, base="feature", images_dir=tmp_path / "pr").markdown
     finally:
         for name, text in saved.items():
             (pr_repo / name).write_text(text)
@@ -179,7 +179,7 @@ def test_changed_plot_csv_is_drawn_base_beside_head(pr_repo: Path, tmp_path: Pat
     images = tmp_path / "reports" / "pr"
     images.mkdir(parents=True)
     (images / "stale.png").write_bytes(b"left by an earlier report")
-    report = build_pr_report(pr_repo, base="main", images_dir=images)
+    report = build_pr_report(pr_repo, base="main", images_dir=images).markdown
 
     png = images / image_name(HISTORY)
     assert sorted(images.iterdir()) == [png]  # the changed CSV only: not classes.csv, not the timings CSV
@@ -193,7 +193,7 @@ def test_changed_plot_csv_is_drawn_base_beside_head(pr_repo: Path, tmp_path: Pat
 def test_link_is_relative_to_the_markdown(pr_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "site" / "pr.md"
     images = tmp_path / "artifacts"
-    markdown = write_pr_report(pr_repo, "main", out, images_dir=images)
+    markdown = write_pr_report(pr_repo, "main", out, images_dir=images).markdown
     assert f"](../artifacts/{image_name(HISTORY)})" in markdown
     assert (out.parent / "../artifacts" / image_name(HISTORY)).is_file()
 
@@ -255,7 +255,7 @@ def test_split_table_moves_rows_by_path() -> None:
 
 
 def test_report_lists_only_changed_plots_and_hints_plots_diff(pr_repo: Path) -> None:
-    report = build_pr_report(pr_repo, base="main")
+    report = build_pr_report(pr_repo, base="main").markdown
     assert "`metrics/history.csv`" in report
     assert "metrics/classes.csv" not in report
     assert "dvc plots diff main" in report
@@ -266,13 +266,13 @@ def test_uncommitted_workspace_change_counts(pr_repo: Path) -> None:
     new_plot = pr_repo / "metrics" / "roc.csv"
     new_plot.write_text("fpr,tpr\n0,0\n1,1\n")
     try:
-        assert "`metrics/roc.csv`" in build_pr_report(pr_repo, base="feature")
+        assert "`metrics/roc.csv`" in build_pr_report(pr_repo, base="feature").markdown
     finally:
         new_plot.unlink()
 
 
 def test_no_change_says_so(pr_repo: Path) -> None:
-    report = build_pr_report(pr_repo, base="feature")
+    report = build_pr_report(pr_repo, base="feature").markdown
     for what in ("params", "metrics", "plot files", "timings"):
         assert f"no changes in {what} vs `feature`" in report.lower()
     assert "|" not in report
@@ -310,7 +310,7 @@ def test_run_writes_and_prints(pr_repo: Path, tmp_path: Path, monkeypatch: pytes
     assert out.read_text() == printed
     assert "train.lr" in printed
     assert (tmp_path / "reports" / "pr" / image_name(HISTORY)).is_file()
-    assert run(parser.parse_args(["--base", "nope", "--out", str(out), "--images-dir", str(tmp_path)])) == 1
+    assert run(parser.parse_args(["--base", "nope", "--out", str(out), "--images-dir", str(tmp_path)])) == EXIT_ERROR
     assert out.read_text() == printed, "a failed run must not overwrite the last report"
 
 
@@ -324,7 +324,8 @@ def test_defaults() -> None:
 
 def test_write_pr_report_is_what_build_returns(pr_repo: Path, tmp_path: Path) -> None:
     out = tmp_path / "pr.md"
-    assert write_pr_report(pr_repo, "main", out) == out.read_text() == build_pr_report(pr_repo, "main")
+    written = write_pr_report(pr_repo, "main", out).markdown
+    assert written == out.read_text() == build_pr_report(pr_repo, "main").markdown
 
 
 @pytest.mark.parametrize(

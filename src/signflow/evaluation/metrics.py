@@ -76,16 +76,22 @@ def _as_probs(
 
 
 def reliability_bins(labels: np.ndarray, probs: np.ndarray, n_bins: int = ECE_BINS) -> list[dict]:
-    """Top-label confidence vs accuracy per equal-width bin over [0, 1].
+    """Top-label confidence vs accuracy per equal-width bin over [0, 1] (see :func:`calibration_bins`)."""
+    labels, probs = _as_probs(labels, probs)
+    return calibration_bins(probs.max(axis=1), probs.argmax(axis=1) == labels, n_bins)
+
+
+def calibration_bins(confidence: np.ndarray, correct: np.ndarray, n_bins: int = ECE_BINS) -> list[dict]:
+    """Mean confidence and accuracy per equal-width confidence bin over [0, 1].
 
     Bins are right-closed, ``(lower, upper]`` (the first also holds 0), as in
     Guo et al. Every bin is returned so the diagram keeps its x axis; an empty
     bin has ``count`` 0 and ``confidence``/``accuracy`` ``None``. This is the
-    single source for ECE, so the plot and the number cannot disagree.
+    single source for ECE (evaluate's, and the pull-request review's from
+    predictions.csv), so the plot and the numbers cannot disagree.
     """
-    labels, probs = _as_probs(labels, probs)
-    confidence = probs.max(axis=1)
-    correct = probs.argmax(axis=1) == labels
+    confidence = np.asarray(confidence, dtype=np.float64)
+    correct = np.asarray(correct, dtype=bool)
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     # searchsorted 'left' puts a value equal to an edge in the bin below it.
     index = np.clip(np.searchsorted(edges, confidence, side="left") - 1, 0, n_bins - 1)

@@ -20,12 +20,15 @@ import io
 import logging
 import os
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from signflow import paths
 from signflow.files import write_text
 from signflow.processes import CommandError, Result, run
+from signflow.review.decision import decide
+from signflow.review.gate import GateResult
 
 if TYPE_CHECKING:  # pandas and matplotlib are imported only when a picture is drawn
     import pandas as pd
@@ -43,6 +46,8 @@ PLOTS_DIR = "metrics"
 # Suffixes of plot data and images; `.json` in metrics/ are metrics files,
 # already covered by `dvc metrics diff`.
 PLOT_SUFFIXES = frozenset({".csv", ".tsv", ".png", ".jpg", ".jpeg", ".svg"})
+# Files the review's own sections cover: the per-track data summary (the data section), not a plot.
+NOT_PLOTS = frozenset({paths.DATA_TRACKS.as_posix()})
 DATA_SUFFIXES = {".csv": ",", ".tsv": "\t"}  # plot data drawn base vs head, and its separator
 # Files under this folder are timings (a pattern: every stage's timings file, present or future).
 TIMINGS_DIR = paths.TIMINGS_DIR.as_posix()
@@ -164,7 +169,7 @@ def changed_plot_files(repo: Path, base: str, plots_dir: str = PLOTS_DIR) -> lis
     diff = run_command(["git", "diff", "--name-only", base, "--", plots_dir], repo).stdout
     new = run_command(["git", "ls-files", "--others", "--exclude-standard", "--", plots_dir], repo).stdout
     names = {line.strip() for line in (diff + new).splitlines() if line.strip()}
-    return sorted(name for name in names if Path(name).suffix.lower() in PLOT_SUFFIXES)
+    return sorted(name for name in names if Path(name).suffix.lower() in PLOT_SUFFIXES and name not in NOT_PLOTS)
 
 
 def image_name(name: str) -> str:
@@ -243,13 +248,22 @@ def plots_section(repo: Path, base: str, changed: Sequence[str] | None = None, i
     return "\n".join(lines)
 
 
-def build_pr_report(repo: Path, base: str = DEFAULT_BASE, dvc: str = "dvc", images_dir: Path | None = None,
-                    markdown_dir: Path | None = None) -> str:
-    """Markdown comparing the workspace of ``repo`` with ``base``: params, metrics, timings apart, plots.
+@dataclass(frozen=True)
+class PrReport:
+    """The report's markdown and the gate's outcome (None when there were no predictions to compare)."""
 
-    With ``images_dir``, each changed plot data file is drawn there (base
-    beside head) and linked relative to ``markdown_dir`` (default: the folder
-    holding ``images_dir``, as ``reports/pr.md`` beside ``reports/pr/``).
+    markdown: str
+    gate: GateResult | None
+
+
+def build_pr_report(repo: Path, base: str = DEFAULT_BASE, dvc: str = "dvc", images_dir: Path | None = None,
+                    markdown_dir: Path | None = None) -> PrReport:
+    """The report on the workspace of ``repo`` against ``base``: the verdicts and the gate, the images that
+    flipped, the data diff, then the params, metrics and plots that changed, timings apart.
+
+    With ``images_dir``, the flip gallery, the new images and each changed plot data
+    file (base beside head) are drawn there and linked relative to ``markdown_dir``
+    (default: the folder holding ``images_dir``, as ``reports/pr.md`` beside ``reports/pr/``).
     """
     repo = Path(repo)
     check_base(repo, base)
@@ -260,22 +274,24 @@ def build_pr_report(repo: Path, base: str = DEFAULT_BASE, dvc: str = "dvc", imag
     if images_dir is not None:
         images = draw_plot_changes(repo, base, plots, Path(images_dir))
         markdown_dir = Path(images_dir).parent if markdown_dir is None else markdown_dir
+    decision = decide(repo, base, None if images_dir is None else Path(images_dir), markdown_dir or Path.cwd())
     params = diff_section(repo, dvc, "params", base)
     metrics, timings = metrics_sections(repo, dvc, base, changed_timing_files=timing_files)
     sections = [
         TITLE,
         f"Workspace compared with `{base}`.",
+        *decision.sections,
         params,
         metrics,
         plots_section(repo, base, plots, images, markdown_dir),
         timings,
     ]
-    return "\n\n".join(sections) + "\n"
+    return PrReport("\n\n".join(sections) + "\n", decision.gate)
 
 
-def write_pr_report(repo: Path, base: str, out: Path, dvc: str = "dvc", images_dir: Path | None = None) -> str:
-    """Build the report (PNGs into ``images_dir``, if given) and write it atomically to ``out``; return it too."""
-    markdown = build_pr_report(repo, base=base, dvc=dvc, images_dir=images_dir, markdown_dir=Path(out).parent)
-    write_text(out, markdown)
+def write_pr_report(repo: Path, base: str, out: Path, dvc: str = "dvc", images_dir: Path | None = None) -> PrReport:
+    """Build the report (PNGs into ``images_dir``, if given) and write its markdown atomically to ``out``."""
+    report = build_pr_report(repo, base=base, dvc=dvc, images_dir=images_dir, markdown_dir=Path(out).parent)
+    write_text(out, report.markdown)
     log.info("wrote PR report vs %s to %s", base, out)
-    return markdown
+    return report
