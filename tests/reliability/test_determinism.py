@@ -20,7 +20,8 @@ from tiny_project import Reproduced, reproduced_copy, tiny_copy
 
 pytestmark = pytest.mark.slow
 
-DATA = ("data/raw", "data/split", "data/dataset", "metrics/data.json", "metrics/data_tracks.csv")  # manifests, shards, decoded arrays
+# manifests, shards, decoded arrays, the data summaries
+DATA = ("data/raw", "data/split", "data/dataset", "metrics/data.json", "metrics/data_tracks.csv")
 RESULTS = ("metrics/train.json", "metrics/train_history.csv", "metrics/evaluate.json", "metrics/per_class.csv",
            "metrics/predictions.csv", "metrics/confusion.csv")
 

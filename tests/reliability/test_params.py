@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import types
 import typing
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -141,7 +142,14 @@ def _leaves(cls: type, params: Mapping[str, Any], prefix: str = "") -> Iterator[
         if dataclasses.is_dataclass(annotation):
             yield from _leaves(annotation, value, f"{dotted}.")
         else:
-            yield dotted, typing.get_origin(annotation) or annotation
+            yield dotted, _plain(annotation)
+
+
+def _plain(annotation: Any) -> Any:
+    """The type a value must have: ``float | None`` (a guard that ``null`` turns off) is a float when set."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    return typing.get_origin(annotation) or annotation
 
 
 LEAVES = list(_leaves(Config, real_params()))

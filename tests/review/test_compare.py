@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from signflow.config import GuardsConfig, ReviewConfig
+from signflow.data.manifest import DataError
 from signflow.review.compare import (
     ACCURACY,
     AUROC,
@@ -16,7 +17,6 @@ from signflow.review.compare import (
     HELDOUT_REJECTED,
     KNOWN_ACCURACY,
     MACRO_F1,
-    PredictionsError,
     compare_predictions,
     joined_flips_frame,
     read_predictions,
@@ -150,9 +150,9 @@ def test_flips_frame_pairs_answers_of_the_same_image() -> None:
 
 def test_bad_predictions_files_are_named() -> None:
     frame = predictions()
-    with pytest.raises(PredictionsError, match="lacks columns \\['decision'\\]"):
+    with pytest.raises(DataError, match="lacks columns \\['decision'\\]"):
         read_predictions(frame.drop(columns="decision").to_csv(index=False), "base:metrics/predictions.csv")
-    with pytest.raises(PredictionsError, match="more than once"):
+    with pytest.raises(DataError, match="more than once"):
         read_predictions(pd.concat([frame, frame.head(1)]).to_csv(index=False), "head")
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from signflow.cli import EXIT_OK, EXIT_USAGE
 from signflow.config import ConfigError
+from signflow.data.manifest import DataError
 from signflow.processes import CommandError
-from signflow.review.compare import PredictionsError
 from signflow.review.report import DEFAULT_BASE, DEFAULT_IMAGES_DIR, DEFAULT_OUT, PrReportError, write_pr_report
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     """Entry for `signflow pr-report`: write the report and print it; with --gate, 1 when a guard fails."""
     try:
         report = write_pr_report(Path.cwd(), args.base, args.out, images_dir=args.images_dir)
-    except (PrReportError, CommandError, ConfigError, PredictionsError) as err:
+    except (PrReportError, CommandError, ConfigError, DataError) as err:
         log.error("%s", err)
         return EXIT_ERROR
     sys.stdout.write(report.markdown)

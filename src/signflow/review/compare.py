@@ -33,7 +33,7 @@ import pandas as pd
 
 from signflow.catalog import UNKNOWN_NAME
 from signflow.config import ReviewConfig
-from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET
+from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET, DataError
 from signflow.evaluation.metrics import calibration_bins, expected_calibration_error
 from signflow.review.stats import (
     MIN_STRATUM_SIZE,
@@ -55,20 +55,19 @@ ECE = "test.ece"
 MACRO_F1 = "test.macro_f1"
 
 
-class PredictionsError(ValueError):
-    """A predictions.csv that cannot be compared (a missing column, a duplicated image); the message says which."""
-
-
 def read_predictions(text: str, origin: str) -> pd.DataFrame:
-    """``metrics/predictions.csv`` from its text, checked: the columns the review needs, one row per image."""
+    """``metrics/predictions.csv`` from its text, checked: the columns the review needs, one row per image.
+
+    DataError (a user error: one line, exit 2) naming the file and what is wrong with it.
+    """
     frame = pd.read_csv(io.StringIO(text), dtype={KEY: str, "label": str, "prediction": str, "decision": str})
     needed = {*SAME_SET_COLUMNS, "prediction", "confidence", "known_score", "decision"}
     missing = sorted(needed - set(frame.columns))
     if missing:
-        raise PredictionsError(f"{origin}: predictions.csv lacks columns {missing} (re-run `dvc repro evaluate`)")
+        raise DataError(f"{origin}: predictions.csv lacks columns {missing} (re-run `dvc repro evaluate`)")
     duplicated = frame[KEY][frame[KEY].duplicated()]
     if len(duplicated):
-        raise PredictionsError(f"{origin}: predictions.csv lists {duplicated.iloc[0]!r} more than once")
+        raise DataError(f"{origin}: predictions.csv lists {duplicated.iloc[0]!r} more than once")
     return frame.sort_values(KEY, ignore_index=True)
 
 
