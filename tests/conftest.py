@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -30,6 +31,49 @@ def _records(spec: Mapping[str, Sequence[int]]) -> list[RawRecord]:
         for track, n_frames in enumerate(sizes)
         for frame in range(n_frames)
     ]
+
+
+# `make test` runs pytest-xdist with --dist loadfile, whose own order is "most tests first": the end-to-end
+# files (one to six tests of a minute or more in all) came last, and the last to start ran alone while the
+# other worker idled. These files go first, longest first (seconds: a quiet `make test` on 2 cores), except
+# that the second does not use the `reproduced` build, so it keeps the other worker busy while the first
+# builds it; the many short files after them fill in whichever worker frees up first. Only the order changes
+# (each file still runs whole on one worker); a file not listed keeps xdist's place, a stale list costs time.
+LONGEST_FILES_FIRST = (
+    "tests/test_tracking_server.py",  # 190, the build included
+    "tests/training/test_distributed.py",  # 70
+    "tests/review/test_review_pipeline.py",  # 115
+    "tests/docs/test_commands.py",  # 105
+    "tests/commands/test_remote.py",  # 70
+    "tests/reliability/test_interrupts.py",  # 70
+    "tests/reliability/test_mlflow_faults.py",  # 50
+    "tests/reliability/test_determinism.py",  # 40
+    "tests/data/test_official_test.py",  # 35
+    "tests/serving/test_registry.py",  # 30
+    "tests/reliability/test_params.py",  # 25
+)
+
+
+def _file_rank(scope: str) -> int:
+    """A file's turn (xdist's loadfile scope is the file's node id): its place in LONGEST_FILES_FIRST, or after."""
+    return LONGEST_FILES_FIRST.index(scope) if scope in LONGEST_FILES_FIRST else len(LONGEST_FILES_FIRST)
+
+
+@pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: unknown to a run without xdist
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """For ``--dist loadfile``: xdist's scheduler, handing out LONGEST_FILES_FIRST before the other files."""
+    if config.getoption("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling  # only the xdist controller gets here
+
+    class LongestFilesFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node: Any) -> None:
+            # xdist hands out the first file of its queue: bring the next one by rank to the front.
+            scope = min(self.workqueue, key=_file_rank)  # min keeps xdist's order among equal ranks
+            self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
+
+    return LongestFilesFirst(config, log)
 
 
 @pytest.fixture

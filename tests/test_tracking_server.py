@@ -1,4 +1,4 @@
-"""signflow against a real MLflow tracking server: logging, then queued workers; an outage mid-training.
+"""signflow against a real MLflow tracking server: logging, then a sweep on queue workers; an outage mid-training.
 
 Each test starts ``signflow mlflow-server`` (``mlflow server`` with a SQLite
 backend store and proxied artifacts) on a free loopback port and stops it; the
@@ -8,6 +8,7 @@ so only the stages whose params a test changes run, and they log to the server.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -21,7 +22,9 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
+from signflow.commands.sweep import DEFAULT_OUT
 from signflow.parallel import available_cores
+from signflow.sweep.runner import SUCCESS, experiment_states
 from signflow.tracking import EXPERIMENT
 
 from http_server import free_port
@@ -34,8 +37,13 @@ LOCALHOST = "127.0.0.1"
 START_TIMEOUT_S = 120.0
 POLL_S = 0.05
 QUEUE_TIMEOUT_S = 600.0
+SWEEP_GRACE_S = 300.0  # beyond its own --timeout, for the sweep to write its table and exit
+SWEEP_LRS = {"sweep-1": "0.01", "sweep-2": "0.003"}  # train.lr per point: both differ from the baseline's, both train
 OUTAGE_EPOCHS = 40  # long enough to catch the run mid-training on any machine
 RELOG_HINT = "signflow log-run"
+# MLflow 3's server also starts its job runner (about ten huey consumer processes, 15 s of CPU per start) for
+# GenAI jobs signflow never submits: off here, so three server starts do not starve the pipeline on 2 cores.
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 
@@ -53,7 +61,8 @@ class Server:
 
     def start(self) -> None:
         self.proc = subprocess.Popen([sys.executable, "-m", "signflow", "mlflow-server", *self.args],
-                                     start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                     env={**os.environ, **SERVER_ENV}, start_new_session=True,
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             try:
@@ -144,9 +153,12 @@ def _wait_for_first_epoch(proj: Project, client: MlflowClient, stage: subprocess
 def test_pipeline_logs_to_the_server_then_two_queue_workers_log_one_named_run_each(
     server: Server, tmp_path: Path, reproduced: Reproduced
 ) -> None:
-    """The documented path: `dvc repro` (train, evaluate, report log to the server), commit, queue two experiments.
+    """The documented path: `dvc repro` (train, evaluate, report log to the server), commit, then two experiments
+    on two queue workers, queued by `signflow sweep` (a `dvc exp run --queue -n` per point, `dvc queue start -j 2`).
 
     Up to the report stage, the last that logs to the run (export only registers the model: tests/serving/).
+    The second half is also the sweep's end-to-end test (its options and refusals: tests/commands/test_sweep.py):
+    one run of two queued experiments proves both, DVC, the server's runs and the sweep's table agreeing.
     """
     proj = reproduced_copy(reproduced, tmp_path, tracking_uri=server.uri, strategy="scratch", epochs=2)
     params = proj.params()
@@ -169,35 +181,53 @@ def test_pipeline_logs_to_the_server_then_two_queue_workers_log_one_named_run_ea
 
     proj.run("git", "add", "-A")
     proj.run("git", "commit", "-q", "-m", "baseline")
-    names = {"q-lr-high": "0.01", "q-lr-low": "0.003"}  # both differ from the baseline: both train
-    for name, lr in names.items():
-        proj.dvc("exp", "run", "--queue", "-n", name, "-S", f"train.lr={lr}", "evaluate")  # what is asserted
-    try:
-        proj.start_queue(2)
-        _wait_for_queue(proj, set(names))
-    finally:
-        proj.stop_queue()
+    sweep = _sweep(proj, "-S", f"train.lr={','.join(SWEEP_LRS.values())}", "--jobs", "2")
+    assert sweep.returncode == 0, sweep.stderr[-3000:]
+
+    # DVC: one experiment per point under the baseline, each with the params of its point.
+    head = proj.run("git", "rev-parse", "HEAD").stdout.strip()
+    states = experiment_states(json.loads(proj.dvc("exp", "show", "--json").stdout), head)
+    assert set(states) == set(SWEEP_LRS), sorted(states)
+    for name, lr in SWEEP_LRS.items():
+        assert states[name].status == SUCCESS and states[name].params["train"]["lr"] == float(lr)
+
+    # The server: one run per experiment, named after it (the train stage reads DVC_EXP_NAME), the cores shared.
     experiment = client.get_experiment_by_name(EXPERIMENT)
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.dvc_experiment != ''")
     by_name = {r.info.run_name: r for r in runs}
-    assert sorted(r.info.run_name for r in runs) == sorted(names), [r.info.run_name for r in runs]
-    for name, lr in names.items():
+    assert sorted(r.info.run_name for r in runs) == sorted(SWEEP_LRS), [r.info.run_name for r in runs]
+    for name, lr in SWEEP_LRS.items():
         run = by_name[name]
         assert run.data.params["train.lr"] == lr and run.data.tags["dvc_experiment"] == name
         assert "best_val_accuracy" in run.data.metrics and "test.accuracy" in run.data.metrics
         assert run.info.status == "FINISHED"
         assert run.data.tags["torch_threads"] == str(max(1, available_cores() // 2))
 
+    # The table: Markdown (printed and written) and CSV, one row per point with the swept column.
+    markdown = (proj.root / DEFAULT_OUT).read_text()
+    assert markdown in sweep.stdout
+    header, _, *body = markdown.splitlines()
+    assert header.startswith("| experiment | train.lr | test.accuracy |") and len(body) == len(SWEEP_LRS)
+    table = list(csv.DictReader((proj.root / DEFAULT_OUT.with_suffix(".csv")).read_text().splitlines()))
+    assert {row["experiment"]: float(row["train.lr"]) for row in table} == {
+        name: float(lr) for name, lr in SWEEP_LRS.items()}
+    assert all(row["status"] == SUCCESS and 0 <= float(row["test.accuracy"]) <= 1 for row in table)
+    accuracies = [float(row["test.accuracy"]) for row in table]
+    assert accuracies == sorted(accuracies, reverse=True)
+    # The table lives outside the report stage's output: the stage stays up to date.
+    assert proj.status("report") == {}
 
-def _wait_for_queue(proj: Project, names: set[str]) -> None:
-    deadline = time.monotonic() + QUEUE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        status = proj.dvc("queue", "status").stdout
-        done = {line.split()[1] for line in status.splitlines()[1:] if len(line.split()) > 2
-                and line.split()[1] in names and ("Success" in line or "Failed" in line)}
-        if done == names:
-            failed = [line for line in status.splitlines() if "Failed" in line]
-            assert not failed, "\n".join(failed + [proj.dvc("queue", "logs", n, check=False).stdout for n in names])
-            return
-        time.sleep(1.0)
-    pytest.fail(f"queue did not finish within {QUEUE_TIMEOUT_S:.0f} s:\n{proj.dvc('queue', 'status').stdout}")
+
+def _sweep(proj: Project, *args: str) -> subprocess.CompletedProcess[str]:
+    """`signflow sweep *args` in ``proj``; no queue worker outlives it."""
+    command = [sys.executable, "-m", "signflow", "sweep", *args, "--timeout", str(QUEUE_TIMEOUT_S)]
+    try:
+        return subprocess.run(command, cwd=proj.root, env=proj.env, capture_output=True, text=True,
+                              timeout=QUEUE_TIMEOUT_S + SWEEP_GRACE_S, check=False)
+    except subprocess.TimeoutExpired as err:  # the sweep outlived its own --timeout: show where it was
+        stderr = err.stderr.decode(errors="replace") if isinstance(err.stderr, bytes) else err.stderr or ""
+        queue = proj.dvc("queue", "status", check=False)
+        pytest.fail(f"sweep still running after {QUEUE_TIMEOUT_S + SWEEP_GRACE_S:.0f} s:\n{stderr[-3000:]}\n"
+                    f"{queue.stdout}{queue.stderr}")
+    finally:
+        proj.stop_queue()

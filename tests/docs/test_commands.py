@@ -2,7 +2,9 @@
 
 The ``<!-- run -->`` blocks run in order (README.md, then the docs pages in navigation order) as bash
 scripts in one copy of the tiny project (tests/tiny_project.py): the real stages on a few dozen 32 px
-images, so the commands and their flags are the real ones and only the data is small.
+images, so the commands and their flags are the real ones and only the data is small. The copy is the
+one reproduced build of the run (the ``reproduced`` fixture), so the README's first command, `make run`,
+finds the pipeline up to date: that build is the same `dvc repro` of the same fresh tiny project.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pytest
 from .blocks import RUN, Block, doc_files, shell_blocks
 from conftest import write_image_folder
 from project_copy import DVC_TIMEOUT, Project
-from tiny_project import tiny_copy
+from tiny_project import Reproduced, reproduced_copy
 
 QUEUE_EXAMPLE = "dvc exp run --queue -S train.lr=0.003,0.0003"
 
@@ -77,13 +79,15 @@ def test_not_run_markers_are_not_ticks(repo_root: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
-    """The tiny project as a fresh clone has it: committed on ``main``, nothing built yet, and ``photos/``
-    (a folder) and ``photo.png`` standing for the user's images."""
-    base = tmp_path_factory.mktemp("docs-commands")
-    proj = tiny_copy(repo_root, base)
-    proj.run("git", "add", "-A")
-    proj.run("git", "commit", "-q", "-m", "tiny project")
+def project(tmp_path_factory: pytest.TempPathFactory, reproduced: Reproduced) -> Project:
+    """The tiny project as a fresh clone has it after `make run`: committed on ``main``, then reproduced
+    (outputs and ``dvc.lock`` not committed), and ``photos/`` (a folder) and ``photo.png`` standing for
+    the user's images.
+
+    The build (``reproduced``) is that `dvc repro` from nothing, run once for the whole suite: starting
+    here from a copy of it saves the minute this test would spend repeating it.
+    """
+    proj = reproduced_copy(reproduced, tmp_path_factory.mktemp("docs-commands"))
     proj.run("git", "branch", "-M", "main")
     photos = write_image_folder(proj.root / "photos", classes=("a", "b"), tracks=1, frames=2, sizes=(24, 40))
     shutil.copy2(next(photos.rglob("*.png")), proj.root / "photo.png")

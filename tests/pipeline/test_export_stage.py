@@ -4,7 +4,8 @@ An optional artifact never fails the pipeline: with ``export.max_int8_drop`` at
 its lowest (int8 would have to gain more than 100 points) the int8 copy is
 always refused, and the stage must still finish, ship and register the verified
 float model, record the refusal with its figures in one warning line and in
-``metrics/export.json``, and leave ``dvc status`` clean.
+``metrics/export.json``, and leave ``dvc status`` clean. The project is a copy of
+the reproduced tiny project (the ``reproduced`` fixture): only ``export`` re-runs.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ import cv2
 import mlflow
 import numpy as np
 import pytest
+from mlflow.tracking import MlflowClient
 
 from signflow.data.arrays import load_split
 from signflow.serving.export import INT8_FORMAT
 from signflow.serving.predictor import load_predictor
 
 from project_copy import Project
-from tiny_project import tiny_copy
+from tiny_project import Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
@@ -32,8 +34,8 @@ REGISTRY_NAME = "signflow"
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory, repo_root: Path) -> Project:
-    proj = tiny_copy(repo_root, tmp_path_factory.mktemp("export-refused"))
+def project(tmp_path_factory: pytest.TempPathFactory, reproduced: Reproduced) -> Project:
+    proj = reproduced_copy(reproduced, tmp_path_factory.mktemp("export-refused"))
     params = proj.params()
     params["export"]["max_int8_drop"] = REFUSE_ALWAYS
     proj.set_params(params)
@@ -48,7 +50,8 @@ def repro(project: Project) -> subprocess.CompletedProcess[str]:
 def test_refused_int8_ships_the_float_model_and_records_the_refusal(
     project: Project, repro: subprocess.CompletedProcess[str],
 ) -> None:
-    assert "Running stage 'export'" in repro.stdout
+    ran = [line for line in repro.stdout.splitlines() if line.startswith("Running stage")]
+    assert ran == ["Running stage 'export':"], repro.stdout  # the one stage whose params changed
     warnings = [line for line in (repro.stdout + repro.stderr).splitlines() if "int8 refused" in line]
     assert len(warnings) == 1 and f"export.max_int8_drop = {REFUSE_ALWAYS:g}" in warnings[0], warnings
     root = project.root
@@ -78,7 +81,10 @@ def test_consumers_use_the_float_model(
                       *map(str, files))
     names = json.loads((project.root / "models" / "onnx" / "model.json").read_text())["class_names"]
     assert [r["prediction"] for r in json.loads(out.stdout)] == [names[i] for i in expected.argmax(1)]
-    # The registry: version 1 is the float model.
-    mlflow.set_tracking_uri(project.env["MLFLOW_TRACKING_URI"])
-    registered = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/1").predict(images)["probabilities"]
+    # The registry: the build registered version 1, this run version 2: the float model.
+    uri = project.env["MLFLOW_TRACKING_URI"]
+    versions = MlflowClient(tracking_uri=uri).search_model_versions(f"name = '{REGISTRY_NAME}'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    mlflow.set_tracking_uri(uri)
+    registered = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/2").predict(images)["probabilities"]
     np.testing.assert_allclose(np.asarray(registered), expected, atol=1e-6)
