@@ -7,7 +7,9 @@ and pass strings, or pass ``fmt`` to format each cell.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 
@@ -21,3 +23,11 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], fmt: Callable[[
     lines = ["| " + " | ".join(map(escape_cell, headers)) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(escape_cell(fmt(value)) for value in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def relative_link(target: Path, markdown_dir: Path | None = None) -> str:
+    """``target`` as a link from a markdown file in ``markdown_dir`` (default: the working directory), "/"-separated.
+
+    Relative, so the markdown and its pictures stay readable wherever both are copied (a CI artifact).
+    """
+    return Path(os.path.relpath(Path(target).resolve(), (markdown_dir or Path.cwd()).resolve())).as_posix()

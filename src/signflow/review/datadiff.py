@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +35,7 @@ from signflow import paths
 from signflow.config import OFFICIAL_TEST_SPLIT, SPLIT_NAMES
 from signflow.data.manifest import ROLE_TARGET
 from signflow.data.summary import SIDE_PREFIX, parse_track_table, side_bin_label
-from signflow.markdown import escape_cell, table
+from signflow.markdown import escape_cell, relative_link, table
 
 log = logging.getLogger(__name__)
 
@@ -287,9 +286,6 @@ def _size_lines(diff: DataDiff, base: str) -> list[str]:
     return [title, "", table(["side (px)", f"`{base}`", HEAD_LABEL], rows), ""]
 
 
-def _link(image: Path, markdown_dir: Path | None) -> str:
-    return Path(os.path.relpath(Path(image).resolve(), (markdown_dir or Path.cwd()).resolve())).as_posix()
-
 
 def data_diff_markdown(diff: DataDiff, base: str = "base", thumbnails: Path | None = None,
                        markdown_dir: Path | None = None, max_listed: int = MAX_QUARANTINE_LISTED) -> str:
@@ -313,7 +309,7 @@ def data_diff_markdown(diff: DataDiff, base: str = "base", thumbnails: Path | No
     lines += _quarantine_lines(diff, max_listed)
     lines += _size_lines(diff, base)
     if thumbnails is not None:
-        lines += [f"![A sample of the images of new tracks]({_link(thumbnails, markdown_dir)})", ""]
+        lines += [f"![A sample of the images of new tracks]({relative_link(thumbnails, markdown_dir)})", ""]
     return "\n".join(lines).rstrip("\n")
 
 

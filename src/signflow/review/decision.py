@@ -14,17 +14,21 @@ proposed against. ``evaluate.ece_bins`` is head's, as head's ECE was measured.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from signflow import paths
 from signflow.config import Config, ReviewConfig, from_mapping, load_yaml
 from signflow.data.manifest import DataError
+from signflow.markdown import relative_link
 from signflow.processes import run
 from signflow.review.compare import Review, compare_predictions, joined_flips_frame, read_predictions
 from signflow.review.gate import GateResult, check_gate
 from signflow.review.verdict import verdict_section
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -69,11 +73,8 @@ class Decision:
     review: Review | None = None
 
 
-def _link(image: Path, markdown_dir: Path) -> str:
-    return Path(os.path.relpath(image.resolve(), markdown_dir.resolve())).as_posix()
 
-
-def flips_section(repo: Path, review: Review, base_frame, head_frame, cfg: ReviewConfig,
+def flips_section(repo: Path, review: Review, base_frame: pd.DataFrame, head_frame: pd.DataFrame, cfg: ReviewConfig,
                   images_dir: Path | None, markdown_dir: Path) -> str:
     """The images that flipped on test.accuracy, with the gallery PNG when head's arrays are in the workspace."""
     from signflow.review.gallery import draw_flip_gallery, find_flips, flips_markdown
@@ -87,7 +88,7 @@ def flips_section(repo: Path, review: Review, base_frame, head_frame, cfg: Revie
         out = Path(images_dir) / FLIPS_PNG
         try:
             draw_flip_gallery(flips, repo / paths.DATASET_DIR, out, cfg.flips_shown)
-            link = _link(out, markdown_dir) if out.exists() else None
+            link = relative_link(out, markdown_dir) if out.exists() else None
         except (FileNotFoundError, DataError) as err:  # the pictures only: the verdict stands without them
             note = f"\n\nNo gallery: {err}"
             log.warning("flip gallery not drawn: %s", err)

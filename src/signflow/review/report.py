@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING
 
 from signflow import paths
 from signflow.files import write_text
+from signflow.markdown import relative_link
 from signflow.processes import CommandError, Result, run
 from signflow.review.decision import decide
 from signflow.review.gate import GateResult
@@ -236,7 +236,7 @@ def plots_section(repo: Path, base: str, changed: Sequence[str] | None = None, i
     for name in changed:
         lines.append(f"- `{name}`")
         if name in images:
-            link = Path(os.path.relpath(images[name].resolve(), (markdown_dir or Path.cwd()).resolve())).as_posix()
+            link = relative_link(images[name], markdown_dir)
             lines += ["", f"  ![{name}: `{base}` left, {HEAD_LABEL} right]({link})"]
     if not changed:
         lines.append(f"No changes in plot files vs `{base}`.")
