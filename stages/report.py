@@ -12,7 +12,8 @@ from signflow.tracking import tracked_run
 INPUTS = ReportPaths(
     data_summary=paths.DATA_SUMMARY, train_summary=paths.TRAIN_SUMMARY, history=paths.TRAIN_HISTORY,
     metrics=paths.EVALUATE_METRICS, per_class=paths.PER_CLASS, predictions=paths.PREDICTIONS,
-    reliability=paths.RELIABILITY, roc=paths.ROC, report_text=paths.CLASSIFICATION_REPORT,
+    reliability=paths.RELIABILITY, roc=paths.ROC, tradeoff=paths.THRESHOLD_TRADEOFF,
+    report_text=paths.CLASSIFICATION_REPORT,
     dataset_dir=paths.DATASET_DIR,
 )
 

@@ -44,6 +44,8 @@ AMP_MODES = ("none", "bf16", "fp16")  # torch.autocast dtypes, CUDA only
 SPLIT_NAMES = ("train", "val", "test")
 OFFICIAL_TEST_SPLIT = "official_test"  # a source's own test set (data.gtsrb.official_test), beside the three
 GROUP_BY = ("track", "image")
+# evaluate.threshold.policy: how the open-set threshold is chosen (signflow.evaluation.threshold.POLICIES).
+THRESHOLD_POLICIES = ("se_rule", "known_kept", "heldout_rejected")
 # Synthetic renderer bounds: below MIN_SYNTHETIC_SIDE px a sign is a few pixels and
 # the GTSRB margin rule breaks down.
 MIN_SYNTHETIC_SIDE = 8
@@ -364,15 +366,35 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class ThresholdConfig:
+    """How evaluate chooses the open-set rejection threshold on validation: a policy and each policy's setting.
+
+    The code of each policy is ``signflow.evaluation.threshold.POLICIES``
+    (tests check both list the same names); the names are here so a
+    misspelled policy fails before any stage works, without numpy.
+    """
+
+    policy: str = "se_rule"  # se_rule | known_kept | heldout_rejected
+    tolerance_se: float = 1.0  # se_rule: lowest threshold within this many standard errors of the best
+    known_kept: float = 0.995  # known_kept: share of known-class validation images accepted
+    heldout_rejected: float = 0.95  # heldout_rejected: share of held-out validation images rejected
+
+    def validate(self, prefix: str) -> None:
+        check_choice(f"{prefix}.policy", self.policy, THRESHOLD_POLICIES)
+        _check_range(f"{prefix}.tolerance_se", self.tolerance_se, 0.0)
+        _check_range(f"{prefix}.known_kept", self.known_kept, 0.0, 1.0)
+        _check_range(f"{prefix}.heldout_rejected", self.heldout_rejected, 0.0, 1.0)
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: int = 256
     ece_bins: int = 15
-    threshold_tolerance_se: float = 1.0  # open-set threshold: lowest within this many standard errors of the best
+    threshold: ThresholdConfig = ThresholdConfig()
 
     def validate(self, prefix: str) -> None:
         _check_range(f"{prefix}.batch_size", self.batch_size, 1)
         _check_range(f"{prefix}.ece_bins", self.ece_bins, 2)
-        _check_range(f"{prefix}.threshold_tolerance_se", self.threshold_tolerance_se, 0.0)
 
 
 MIN_ONNX_OPSET = 17  # the first opset with LayerNormalization and the ops torch.onnx's dynamo exporter emits

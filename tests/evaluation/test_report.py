@@ -145,6 +145,7 @@ def _build_project(root: Path, cfg: Config) -> Path:
     write_json(metrics / "evaluate.json", result.metrics)
     for attr in ("per_class", "predictions", "roc", "reliability"):
         getattr(result, attr).to_csv(metrics / f"{attr}.csv", index=False)
+    result.tradeoff.to_csv(metrics / paths.THRESHOLD_TRADEOFF.name, index=False)
     write_text(metrics / "classification_report.txt", result.report_text)
     history = pd.DataFrame(
         [[e, 1.5 - 0.3 * e, 0.4 + 0.1 * e, 1.6 - 0.2 * e, 0.35 + 0.1 * e, 1e-3] for e in range(EPOCHS)],
@@ -158,13 +159,14 @@ def _build_project(root: Path, cfg: Config) -> Path:
 
 def _inputs(project: Path) -> ReportInputs:
     metrics = project / "metrics"
-    paths = ReportPaths(
+    files = ReportPaths(
         data_summary=metrics / "data.json", train_summary=metrics / "train.json", history=metrics / "train_history.csv",
         metrics=metrics / "evaluate.json", per_class=metrics / "per_class.csv", predictions=metrics / "predictions.csv",
         reliability=metrics / "reliability.csv", roc=metrics / "roc.csv",
+        tradeoff=metrics / paths.THRESHOLD_TRADEOFF.name,
         report_text=metrics / "classification_report.txt", dataset_dir=project / "data/dataset",
     )
-    return load_report_inputs(paths, load_params(project / "params.yaml"), load_model(project / "models/best.pt"))
+    return load_report_inputs(files, load_params(project / "params.yaml"), load_model(project / "models/best.pt"))
 
 
 @pytest.fixture(scope="module")
@@ -211,6 +213,14 @@ def test_every_link_is_relative_and_a_valid_png(built: Path) -> None:
         assert not link.startswith(("/", "http")) and ".." not in link and "/" not in link
         _assert_png(built.parent / link)
     assert sorted(links) == sorted(p.name for p in built.parent.glob("*.png"))  # no orphans either
+
+
+def test_threshold_section_names_the_chosen_policy_and_draws_the_trade_off(built: Path, inputs: ReportInputs) -> None:
+    section = built.read_text().split("\n## Rejection threshold\n")[1].split("\n## ")[0]
+    policy = inputs.metrics["openset.threshold_policy"]
+    assert f"Policy `{policy}`: " in section and f"| `{policy}` (chosen) |" in section
+    assert "![threshold trade-off](threshold_tradeoff.png)" in section
+    _assert_png(built.parent / "threshold_tradeoff.png")
 
 
 def test_quarantine_listed_when_present(built: Path) -> None:

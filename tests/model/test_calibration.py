@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
-from signflow.config import EvaluateConfig
+from signflow.config import EvaluateConfig, ThresholdConfig
 from signflow.evaluation.evaluate import evaluate, score_split
 from signflow.evaluation.metrics import expected_calibration_error, reliability_bins
 from signflow.evaluation.openset import choose_threshold, prediction_correct
@@ -150,7 +150,7 @@ def test_evaluate_chooses_the_threshold_with_the_configured_tolerance(tmp_path: 
     correct = prediction_correct(val.preds[rows], frame["label_idx"].to_numpy()[rows], known, loaded.unknown_index)
     chosen = {}
     for tolerance in (0.0, 1.0, 5.0):
-        cfg = EvaluateConfig(threshold_tolerance_se=tolerance)
+        cfg = EvaluateConfig(threshold=ThresholdConfig(tolerance_se=tolerance))
         chosen[tolerance] = evaluate(loaded, val, test, cfg).metrics["openset.threshold"]
         expected = choose_threshold(val.scores[rows], known, correct, tolerance_se=tolerance)
         assert chosen[tolerance] == pytest.approx(expected, abs=1e-6)

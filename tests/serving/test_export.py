@@ -25,6 +25,7 @@ from signflow.serving.export import (
     Agreement,
     ExportError,
     ExportPaths,
+    build_sidecar,
     check_agreement,
     compare,
     cpu_int8_flags,
@@ -111,6 +112,14 @@ def test_sidecar_says_what_a_consumer_needs(exported: tuple[LoadedModel, Path, d
     # The machine it was verified on: a sidecar diff between two machines explains itself.
     assert set(on_disk["exported_on"]) == {"cpu", "onnxruntime"}
     assert on_disk["exported_on"]["onnxruntime"].startswith(onnxruntime.__version__)
+
+
+def test_sidecar_records_the_threshold_policy_when_given(exported: tuple[LoadedModel, Path, dict]) -> None:
+    loaded, _, sidecar = exported
+    assert sidecar["threshold_policy"] is None  # a threshold given by hand: no policy chose it
+    policy = {"name": "known_kept", "setting": 0.995, "val_known_kept": 0.9951, "val_heldout_rejected": 0.87}
+    built = build_sidecar(loaded, threshold=0.4, opset=18, source_checkpoint=None, threshold_policy=policy)
+    assert json.loads(json.dumps(built))["threshold_policy"] == policy and built["threshold"] == 0.4
 
 
 @pytest.mark.parametrize(("cpuinfo", "flags"), [

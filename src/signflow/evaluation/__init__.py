@@ -5,6 +5,9 @@
 - ``openset``: everything open-set: known-ness scores, the "unknown" decision
   (``decide``), the threshold chosen on validation (``choose_threshold``) and
   read back at prediction time (``resolve_threshold``), ROC and open-set metrics;
+- ``threshold``: the threshold policies (``POLICIES``: ``se_rule``, ``known_kept``,
+  ``heldout_rejected``) that choose it on validation, and the trade-off curve
+  of known images kept against held-out ones rejected;
 - ``evaluate``: the evaluate stage's work (scores the splits, writes
   ``metrics/evaluate.json``, ``predictions.csv`` and the plot data);
 - ``report``: the report stage (``reports/pipeline/``); ``plots``: its figures.

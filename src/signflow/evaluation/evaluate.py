@@ -3,7 +3,9 @@
 Closed set: every test image with a trainable label (the targets, plus the
 trained "unknown" class when enabled). Open set: target images against the
 held-out sign types the model never saw, scored by max softmax over the known
-classes; the rejection threshold is chosen on validation, never on test. When
+classes; the rejection threshold is chosen on validation, never on test, by the
+policy ``evaluate.threshold.policy`` names (``signflow.evaluation.threshold``),
+and the trade-off every threshold offers there is written beside it. When
 the data has an official test set (GTSRB's), its closed-set metrics are
 reported too, as ``official_test.*``, comparable with published results.
 """
@@ -16,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from signflow.config import EvaluateConfig
+from signflow.config import EvaluateConfig, ThresholdConfig
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET
 from signflow.evaluation.metrics import (
     CONFIDENCE_LEVEL,
@@ -29,20 +31,21 @@ from signflow.evaluation.metrics import (
     wilson_interval,
 )
 from signflow.evaluation.openset import (
-    choose_threshold,
+    POLICY_KEYS,
     decide,
     max_softmax_score,
     openset_accuracy,
     openset_outcomes,
     openset_scores,
-    prediction_correct,
     roc_points,
     share_assigned_known,
 )
+from signflow.evaluation.threshold import OpenSetSplit, choose_all, outcomes_at, tradeoff_curve
 from signflow.model.calibration import softmax
 from signflow.model.inference import LoadedModel, predict_logits
 
 ROUND_DIGITS = 6  # stable, diff-friendly numbers in metrics files
+OPENSET_PREFIX = "openset."  # evaluate.json's open-set keys
 PREDICTION_COLUMNS = ["path", "label", "prediction", "confidence", "known_score", "decision", "role"]
 
 
@@ -68,6 +71,12 @@ class Scored:
 
 
 @dataclass(frozen=True)
+class OpenSetResult:
+    metrics: dict[str, Any]  # evaluate.json's openset.* keys, without the prefix
+    tradeoff: pd.DataFrame  # threshold.tradeoff_curve on validation
+
+
+@dataclass(frozen=True)
 class EvaluationResult:
     metrics: dict[str, Any]
     per_class: pd.DataFrame
@@ -75,6 +84,7 @@ class EvaluationResult:
     predictions: pd.DataFrame
     roc: pd.DataFrame
     reliability: pd.DataFrame
+    tradeoff: pd.DataFrame  # validation: known kept vs held-out rejected per threshold, each policy's row named
     report_text: str
 
 
@@ -84,21 +94,33 @@ def score_split(loaded: LoadedModel, frame: pd.DataFrame, images: np.ndarray, ba
     return Scored(frame.reset_index(drop=True), probs, max_softmax_score(probs, loaded.unknown_index), softmax(logits))
 
 
+def openset_rows(s: Scored) -> np.ndarray:
+    """The rows of the open-set evaluation: targets and held-out images (the trained "unknown" ones are not)."""
+    return s.mask(ROLE_TARGET) | s.mask(ROLE_HELDOUT)
+
+
 def _openset_view(s: Scored) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Targets vs held-out rows: scores, is_known, preds, labels."""
-    rows = s.mask(ROLE_TARGET) | s.mask(ROLE_HELDOUT)
+    rows = openset_rows(s)
     return s.scores[rows], s.mask(ROLE_TARGET)[rows], s.preds[rows], s.frame["label_idx"].to_numpy()[rows]
 
 
-def open_set(val: Scored, test: Scored, unknown_index: int | None, tolerance_se: float) -> dict[str, Any]:
-    """AUROC, FPR@95%TPR, share of held-out called known, open-set accuracy at the val threshold."""
-    v_scores, v_known, v_preds, v_labels = _openset_view(val)
-    v_correct = prediction_correct(v_preds, v_labels, v_known, unknown_index)
-    threshold = choose_threshold(v_scores, v_known, v_correct, tolerance_se=tolerance_se)
+def openset_split(s: Scored, unknown_index: int | None) -> OpenSetSplit:
+    """The :func:`openset_rows` of ``s`` as the threshold policies see them."""
+    scores, is_known, preds, labels = _openset_view(s)
+    return OpenSetSplit.from_predictions(scores, preds, labels, is_known, unknown_index)
+
+
+def open_set(val: Scored, test: Scored, unknown_index: int | None, cfg: ThresholdConfig) -> OpenSetResult:
+    """AUROC, FPR@95%TPR, share of held-out called known, open-set outcomes at the val threshold; the trade-off."""
+    v_split, t_split = openset_split(val, unknown_index), openset_split(test, unknown_index)
+    choices = choose_all(cfg, v_split)
+    chosen = choices[cfg.policy]
+    threshold = chosen.threshold
     t_scores, t_known, t_preds, t_labels = _openset_view(test)
     result = openset_scores(t_scores[t_known], t_scores[~t_known])
     outcomes = openset_outcomes(t_scores, t_preds, t_labels, t_known, threshold, unknown_index)
-    return {
+    metrics = {
         "auroc": result["auroc"],
         "fpr_at_95_tpr": result["fpr_at_95_tpr"],
         "n_known": result["n_known"],
@@ -107,12 +129,16 @@ def open_set(val: Scored, test: Scored, unknown_index: int | None, tolerance_se:
         "threshold": threshold,
         "accuracy": openset_accuracy(t_scores, t_preds, t_labels, t_known, threshold, unknown_index),
         **outcomes,
+        "known_kept": outcomes_at(t_split, threshold)["known_kept"],
+        # The policy as the sidecar records it (openset.POLICY_KEYS names its keys).
+        **{POLICY_KEYS[field].removeprefix(OPENSET_PREFIX): value for field, value in chosen.record().items()},
     }
+    return OpenSetResult(metrics, tradeoff_curve(v_split, choices))
 
 
 def _flat(prefix: str, values: dict[str, Any]) -> dict[str, Any]:
     return {f"{prefix}.{k}": round(v, ROUND_DIGITS) if isinstance(v, float) else v for k, v in values.items()
-            if v is None or isinstance(v, (int, float))}
+            if v is None or isinstance(v, (int, float, str))}
 
 
 def _accuracy_interval(labels: np.ndarray, preds: np.ndarray) -> dict[str, float]:
@@ -145,23 +171,24 @@ def evaluate(
     closed["temperature"] = loaded.temperature
     val_labels = val.frame["label_idx"].to_numpy()[val.labelled]
     val_closed = classification_metrics(val_labels, val.probs[val.labelled], names, cfg.ece_bins)
-    opened = open_set(val, test, loaded.unknown_index, cfg.threshold_tolerance_se)
+    opened = open_set(val, test, loaded.unknown_index, cfg.threshold)
     t_scores, t_known, _, _ = _openset_view(test)
     roc_rows = roc_points(t_scores[t_known], t_scores[~t_known])
     predictions = test.frame.assign(
         prediction=[names[p] for p in test.preds],
         confidence=test.probs.max(axis=1).round(ROUND_DIGITS),
         known_score=test.scores.round(ROUND_DIGITS),
-        decision=decide(test.probs, names, opened["threshold"]),
+        decision=decide(test.probs, names, opened.metrics["threshold"]),
     )[PREDICTION_COLUMNS]
     return EvaluationResult(
         metrics={**_flat("test", closed), **_flat("val", {"accuracy": val_closed["accuracy"]}),
-                 **_flat("openset", opened),
+                 **_flat(OPENSET_PREFIX.rstrip("."), opened.metrics),
                  **(official_test_metrics(official, names, cfg.ece_bins) if official is not None else {})},
         per_class=pd.DataFrame(per_class_table(labels, preds, names)).round(ROUND_DIGITS),
         confusion=pd.DataFrame(confusion_rows(labels, preds, names)),
         predictions=predictions,
         roc=pd.DataFrame(roc_rows, columns=["fpr", "tpr", "threshold"]).round(ROUND_DIGITS),
         reliability=pd.DataFrame(reliability_bins(labels, probs, cfg.ece_bins)).round(ROUND_DIGITS),
+        tradeoff=opened.tradeoff.round(ROUND_DIGITS),
         report_text=classification_report_text(labels, preds, names),
     )

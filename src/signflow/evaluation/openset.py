@@ -5,10 +5,12 @@ titles) and ``signflow predict`` all answer through :func:`decide`, so an image
 is "unknown" by the same rule everywhere: the model's own unknown class wins,
 or its known-ness (Hendrycks & Gimpel's max softmax over the known classes,
 https://arxiv.org/abs/1610.02136) is below the threshold chosen on validation.
-The threshold is chosen on validation (:func:`choose_threshold`: the lowest
-threshold whose open-set accuracy is within ``evaluate.threshold_tolerance_se``
-standard errors of the best) and read back at prediction time
-(:func:`resolve_threshold`: from evaluate.json, or an ONNX model's sidecar).
+The threshold is chosen on validation by the policy ``evaluate.threshold.policy``
+names (``signflow.evaluation.threshold``; the default, :func:`choose_threshold`:
+the lowest threshold whose open-set accuracy is within
+``evaluate.threshold.tolerance_se`` standard errors of the best) and read back at
+prediction time (:func:`resolve_threshold`: from evaluate.json, or an ONNX
+model's sidecar, which also records the policy: :func:`threshold_policy_from_metrics`).
 Metrics: AUROC, FPR at 95% TPR, the ROC points, open-set accuracy, known images
 being the positive class throughout. numpy only at import (sklearn inside the
 metric functions), so the light prediction path can use this module.
@@ -19,8 +21,9 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 
@@ -36,6 +39,15 @@ DEFAULT_TPR = 0.95
 _COUNT_DIGITS = 9
 # Key the evaluate stage writes its validation-chosen rejection threshold under.
 THRESHOLD_KEY = "openset.threshold"
+# evaluate.json keys of the policy that chose it (signflow.evaluation.threshold), by their name in the
+# sidecar's "threshold_policy": the policy, its setting (evaluate.threshold.<the policy's key>), and the
+# shares of known-class val images kept and of held-out val images rejected at the threshold.
+POLICY_KEYS: Mapping[str, str] = MappingProxyType({
+    "name": "openset.threshold_policy",
+    "setting": "openset.threshold_policy_setting",
+    "val_known_kept": "openset.val_known_kept",
+    "val_heldout_rejected": "openset.val_heldout_rejected",
+})
 AUTO = "auto"  # --threshold auto: the threshold chosen on validation (evaluate.json, or an ONNX model's sidecar)
 
 
@@ -152,7 +164,8 @@ def roc_points(known_scores: np.ndarray, heldout_scores: np.ndarray) -> list[dic
     ]
 
 
-def _said_unknown(preds: np.ndarray, unknown_index: int | None) -> np.ndarray:
+def said_unknown(preds: np.ndarray, unknown_index: int | None) -> np.ndarray:
+    """Per image: the model's own unknown class won, so the answer is "unknown" at any threshold."""
     # A model without an unknown class can never say "unknown" by itself.
     if unknown_index is None:
         return np.zeros(len(preds), dtype=bool)
@@ -172,19 +185,32 @@ def prediction_correct(
     preds, labels, is_known = np.asarray(preds), np.asarray(labels), np.asarray(is_known, dtype=bool)
     if not len(preds) == len(labels) == len(is_known):
         raise ValueError("preds, labels and is_known differ in length")
-    return np.where(is_known, preds == labels, _said_unknown(preds, unknown_index))
+    return np.where(is_known, preds == labels, said_unknown(preds, unknown_index))
 
 
-def _openset_hits(scores: np.ndarray, is_known: np.ndarray, correct: np.ndarray, threshold: float) -> np.ndarray:
-    # Known: accepted and right. Held-out: rejected, or already called unknown.
+def openset_hits(scores: np.ndarray, is_known: np.ndarray, correct: np.ndarray, threshold: float) -> np.ndarray:
+    """Per image, right at ``threshold``: a known image accepted with the right class, a held-out one "unknown"."""
     accepted = scores >= threshold
     return np.where(is_known, accepted & correct, ~accepted | correct)
 
 
-def _threshold_at_tpr(known_scores: np.ndarray, target_tpr: float) -> float:
-    # The highest threshold still accepting ceil(target * n) known images.
+def threshold_at_tpr(known_scores: np.ndarray, target_tpr: float = DEFAULT_TPR) -> float:
+    """The highest threshold still accepting ``ceil(target_tpr * n)`` of ``known_scores``.
+
+    The fallback wherever a threshold needs held-out images and there are none.
+    """
     needed = max(1, math.ceil(round(target_tpr * len(known_scores), _COUNT_DIGITS)))
     return float(np.sort(known_scores)[::-1][needed - 1])
+
+
+def candidate_thresholds(scores: np.ndarray) -> np.ndarray:
+    """Every threshold that makes a difference on ``scores``, ascending: each distinct score, then reject-all.
+
+    Accepting is ``score >= threshold``, so outcomes change only at observed
+    scores; one just above the largest rejects everything.
+    """
+    scores = _as_scores(scores, "scores")
+    return np.r_[np.unique(scores), np.nextafter(scores.max(), np.inf)]
 
 
 def choose_threshold(
@@ -217,8 +243,8 @@ def choose_threshold(
     if not tolerance_se >= 0:
         raise ValueError(f"tolerance_se must be >= 0, got {tolerance_se}")
     if is_known.all():
-        return _threshold_at_tpr(scores, DEFAULT_TPR)
-    candidates = np.r_[np.unique(scores), np.nextafter(scores.max(), np.inf)]
+        return threshold_at_tpr(scores, DEFAULT_TPR)
+    candidates = candidate_thresholds(scores)
     # Vectorised over candidates: counts of each kind of hit via sorted scores.
     known_right = np.sort(scores[is_known & correct])
     heldout_missed = np.sort(scores[~is_known & ~correct])  # right only if rejected
@@ -253,7 +279,7 @@ def openset_accuracy(
     if len(scores) == 0:
         raise ValueError("cannot compute open-set accuracy on zero images")
     correct = prediction_correct(preds, labels, is_known, unknown_index)
-    return float(_openset_hits(scores, is_known, correct, threshold).mean())
+    return float(openset_hits(scores, is_known, correct, threshold).mean())
 
 
 def openset_outcomes(
@@ -272,7 +298,7 @@ def openset_outcomes(
     """
     scores = _as_scores(scores, "scores")
     is_known = np.asarray(is_known, dtype=bool)
-    hits = _openset_hits(scores, is_known, prediction_correct(preds, labels, is_known, unknown_index), threshold)
+    hits = openset_hits(scores, is_known, prediction_correct(preds, labels, is_known, unknown_index), threshold)
     return {
         "known_accuracy": float(hits[is_known].mean()) if is_known.any() else None,
         "heldout_rejected": float(hits[~is_known].mean()) if (~is_known).any() else None,
@@ -289,7 +315,7 @@ def share_assigned_known(heldout_preds: np.ndarray, unknown_index: int | None) -
     preds = np.asarray(heldout_preds).ravel()
     if len(preds) == 0:
         return None
-    return float(np.mean(~_said_unknown(preds, unknown_index)))
+    return float(np.mean(~said_unknown(preds, unknown_index)))
 
 
 # ------------------------------------------------------------------ at prediction time
@@ -331,3 +357,22 @@ def _threshold_from_metrics(metrics_path: Path) -> float:
         return 0.0
     log.info("threshold %.4f from %s", threshold, metrics_path)
     return float(threshold)
+
+
+def threshold_policy_from_metrics(metrics_path: Path) -> dict | None:
+    """The policy that chose the evaluate stage's threshold, as the sidecar records it; None without one.
+
+    Keys: ``name`` (``se_rule``...), ``setting`` (its value of
+    ``evaluate.threshold.<the policy's key>``), ``val_known_kept`` and
+    ``val_heldout_rejected`` (the validation shares at the threshold; None
+    without held-out images). None when ``metrics_path`` is missing or predates
+    the policies, so an export never fails for want of it.
+    """
+    if not metrics_path.is_file():
+        return None
+    metrics = flatten(json.loads(metrics_path.read_text()))
+    if metrics.get(POLICY_KEYS["name"]) is None:
+        log.warning("%s records no threshold policy (%s): the sidecar's threshold_policy is null",
+                    metrics_path, POLICY_KEYS["name"])
+        return None
+    return {field: metrics.get(key) for field, key in POLICY_KEYS.items()}

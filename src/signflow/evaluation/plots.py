@@ -24,6 +24,7 @@ from matplotlib.image import AxesImage
 
 from signflow.evaluation.metrics import confusion_matrix_counts, expected_calibration_error
 from signflow.evaluation.openset import DEFAULT_TPR
+from signflow.evaluation.threshold import policy_points
 from signflow.files import atomic_path
 
 DPI = 110  # sharp on GitHub at its ~900 px content width without multi-megabyte PNGs
@@ -59,6 +60,11 @@ DARK_CELL = 0.55
 # Accent colours (colour-blind safe Okabe-Ito palette).
 TRAIN_COLOUR, VAL_COLOUR, TOP_COLOUR, BAR_COLOUR = "#0072B2", "#D55E00", "#009E73", "#999999"
 CMAP = "Blues"
+# Threshold trade-off: markers of the policies not chosen, in registry order; the zoomed panel's margin
+# around the policies' points and its smallest side (shares), so close points stay apart.
+POLICY_MARKERS = ("o", "s", "^", "D", "v")
+MARKER_SIZE, CHOSEN_MARKER_SIZE = 8, 14  # points; the chosen policy's star stands out
+ZOOM_MARGIN, MIN_ZOOM_SPAN = 0.01, 0.04
 PROBS_PER_ROW = 2  # thumbnail + bar chart pairs side by side
 MAX_BARS = 10  # classes drawn per probability chart; with more (e.g. all 43 signs) the most probable
 
@@ -346,3 +352,41 @@ def plot_roc(roc: pd.DataFrame, auroc: float | None, out: Path | str) -> None:
         ax.set_aspect("equal")
         ax.grid(alpha=GRID_ALPHA)
         ax.legend(loc="lower right", fontsize=CAPTION_FONT + 1)
+
+
+def _zoom_limits(values: Sequence[float]) -> tuple[float, float]:
+    low = min(min(values) - ZOOM_MARGIN, 1 - MIN_ZOOM_SPAN)
+    return max(-ZOOM_MARGIN, low), 1 + ZOOM_MARGIN
+
+
+def plot_threshold_tradeoff(curve: pd.DataFrame, chosen: str | None, out: Path | str) -> None:
+    """Known-class validation images kept against held-out ones rejected, per threshold, each policy's point on it.
+
+    Left the whole curve, right zoomed on the policies' points; the chosen
+    policy is the star. ``curve``: ``threshold.tradeoff_curve`` (its CSV).
+    """
+    title = "Threshold trade-off (validation)"
+    if curve.empty or curve["heldout_rejected"].isna().all():
+        _message_figure(out, "no held-out validation images: no trade-off", title)
+        return
+    points = [p for p in policy_points(curve) if p.known_kept is not None and p.heldout_rejected is not None]
+    with _saved_figure(out, 2 * PANEL_INCHES, PANEL_INCHES) as fig:
+        axes = fig.subplots(1, 2)
+        for ax in axes:
+            ax.plot(curve["heldout_rejected"], curve["known_kept"], color=TRAIN_COLOUR, linewidth=2,
+                    label="every threshold")
+            others = iter(POLICY_MARKERS)
+            for point in points:
+                mine = point.name == chosen
+                ax.plot(point.heldout_rejected, point.known_kept, linestyle="none",
+                        marker="*" if mine else next(others, POLICY_MARKERS[0]),
+                        markersize=CHOSEN_MARKER_SIZE if mine else MARKER_SIZE,
+                        color=VAL_COLOUR if mine else TOP_COLOUR, markeredgecolor="black", zorder=3,
+                        label=f"{point.name}{' (chosen)' if mine else ''}: threshold {point.threshold:.3f}")
+            ax.set(xlabel="held-out images rejected", ylabel="known-class images kept")
+            ax.grid(alpha=GRID_ALPHA)
+        axes[0].set(xlim=(-ZOOM_MARGIN, 1 + ZOOM_MARGIN), ylim=(-ZOOM_MARGIN, 1 + ZOOM_MARGIN), title=title)
+        if points:
+            axes[1].set(xlim=_zoom_limits([p.heldout_rejected for p in points]),
+                        ylim=_zoom_limits([p.known_kept for p in points]), title="Zoomed on the policies")
+        axes[0].legend(loc="lower left", fontsize=CAPTION_FONT + 1)  # the curve hugs the top right

@@ -27,7 +27,8 @@ from signflow.data.arrays import load_split
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET, ROLE_UNKNOWN
 from signflow.evaluation import plots
 from signflow.evaluation.metrics import confusion_matrix_counts
-from signflow.evaluation.openset import decide
+from signflow.evaluation.openset import POLICY_KEYS, THRESHOLD_KEY, decide
+from signflow.evaluation.threshold import POLICIES, PolicyChoice, policy_points
 from signflow.files import atomic_path
 from signflow.model.inference import LoadedModel, predict_probs
 
@@ -38,12 +39,12 @@ REPORT_FILE = "report.md"
 CONFUSION_PNG, HISTORY_PNG = "confusion.png", "training_curves.png"
 MISCLASSIFIED_PNG, LEAST_CONFIDENT_PNG = "misclassified.png", "least_confident_correct.png"
 SAMPLES_PNG, RELIABILITY_PNG, ROC_PNG = "sample_probabilities.png", "reliability.png", "roc.png"
-PER_CLASS_PNG = "per_class_accuracy.png"
+PER_CLASS_PNG, THRESHOLD_PNG = "per_class_accuracy.png", "threshold_tradeoff.png"
 # Section headings, in report order (tests check each one is present).
 SECTIONS = (
     "Dataset", "Key parameters", "Metrics", "Per-class results", "Confusion matrix", "Training curves",
     "Misclassified test images", "Least-confident correct predictions", "Sample predictions",
-    "Calibration", "Open-set ROC", "Classification report",
+    "Calibration", "Open-set ROC", "Rejection threshold", "Classification report",
 )
 MAX_GRID_IMAGES = 24  # per image grid: enough to see a pattern, small enough to load fast
 GRID_COLS = 6
@@ -99,9 +100,11 @@ OPEN_SET_METRICS = (
      "accuracy when scores below the validation-chosen threshold mean \"unknown\""),
     ("openset.known_accuracy", "known-class accuracy",
      "target test images accepted with the right class at the threshold (rejected counts as wrong)"),
+    ("openset.known_kept", "known-class kept",
+     "target test images answered with a sign at the threshold, right or wrong (the rest: \"unknown\")"),
     ("openset.heldout_rejected", "held-out rejected", "never-seen test images ending up \"unknown\" at the threshold"),
     ("openset.threshold", "threshold",
-     "rejection threshold on max softmax, chosen on validation only (one-standard-error rule)"),
+     "rejection threshold on max softmax, chosen on validation only (see \"Rejection threshold\")"),
     ("openset.n_known", "known images", "target test images in the open-set evaluation"),
     ("openset.n_heldout", "held-out images", "never-seen test images"),
 )
@@ -122,6 +125,7 @@ class ReportInputs:
     train_summary: Mapping[str, Any]
     reliability: pd.DataFrame
     roc: pd.DataFrame
+    tradeoff: pd.DataFrame  # metrics/threshold_tradeoff.csv: validation known kept vs held-out rejected
     report_text: str
     class_names: Sequence[str]  # the model's outputs, in index order
     sample_images: np.ndarray  # (M, S, S, 3) for the probability chart
@@ -141,6 +145,7 @@ class ReportPaths:
     predictions: Path
     reliability: Path
     roc: Path
+    tradeoff: Path
     report_text: Path
     dataset_dir: Path
 
@@ -202,6 +207,7 @@ def load_report_inputs(
         train_summary=json.loads(paths.train_summary.read_text()),
         reliability=pd.read_csv(paths.reliability),
         roc=pd.read_csv(paths.roc),
+        tradeoff=pd.read_csv(paths.tradeoff),
         report_text=paths.report_text.read_text(),
         class_names=list(loaded.class_names),
         sample_images=sample_images,
@@ -422,6 +428,12 @@ FIGURES = {
         "more often than it claims (underconfident, usual with label smoothing), below it overconfident.",
     ),
     "Open-set ROC": (ROC_PNG, "open-set ROC", ""),
+    "Rejection threshold": (
+        THRESHOLD_PNG, "threshold trade-off",
+        "Every threshold trades known-class images kept (answered with a sign) against never-seen ones "
+        "rejected (answered \"unknown\"); `evaluate.threshold.policy` chooses where, on validation. "
+        "The star is the chosen policy; the other marks show where the other policies would put it.",
+    ),
 }
 GRID_TITLE = "true / predicted (confidence)"
 
@@ -462,10 +474,30 @@ def _grids(inputs: ReportInputs, out_dir: Path, rows: np.ndarray, labels: np.nda
     }
 
 
+def threshold_text(metrics: Mapping[str, Any], tradeoff: pd.DataFrame) -> str:
+    """The chosen policy, its threshold and shares on validation and test, then every policy's point."""
+    name = metrics.get(POLICY_KEYS["name"])
+    if name not in POLICIES:  # an evaluate.json from before the policies
+        return f"Threshold {_fmt(metrics.get(THRESHOLD_KEY))}; no policy recorded."
+    val_rejected = metrics.get(POLICY_KEYS["val_heldout_rejected"])
+    chosen = PolicyChoice(name, metrics.get(POLICY_KEYS["setting"]), metrics.get(THRESHOLD_KEY),
+                          metrics.get(POLICY_KEYS["val_known_kept"]), val_rejected,
+                          fallback=val_rejected is None and POLICIES[name].needs_heldout)
+    rows = [[f"`{point.name}`{' (chosen)' if point.name == name else ''}", point.threshold,
+             _pct(point.known_kept), _pct(point.heldout_rejected)] for point in policy_points(tradeoff)]
+    return "\n\n".join([
+        f"Policy `{name}`: {chosen.rule}, threshold {_fmt(chosen.threshold)}. On validation it keeps "
+        f"{_pct(chosen.known_kept)} of the known-class images and rejects {_pct(val_rejected)} of the held-out "
+        f"ones; on test {_pct(metrics.get('openset.known_kept'))} and {_pct(metrics.get('openset.heldout_rejected'))}.",
+        *([md_table(["policy (settings: params.yaml evaluate.threshold)", "threshold", "validation known kept",
+                     "validation held-out rejected"], rows)] if rows else []),
+    ])
+
+
 def _sample_titles(inputs: ReportInputs) -> list[str]:
     """Each sample's title plus the final answer, decided as the evaluate stage decides it."""
     titles = list(inputs.sample_titles) or [""] * len(inputs.sample_images)
-    answers = decide(inputs.sample_probs, inputs.class_names, inputs.metrics.get("openset.threshold"))
+    answers = decide(inputs.sample_probs, inputs.class_names, inputs.metrics.get(THRESHOLD_KEY))
     return [f"{title}\n→ {answer}" for title, answer in zip(titles, answers, strict=True)] if answers else titles
 
 
@@ -481,9 +513,10 @@ def _draw_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, str]:
                                 per_class["support"], out_dir / PER_CLASS_PNG)
     plots.plot_history(inputs.history, out_dir / HISTORY_PNG, inputs.train_summary.get("best_epoch"))
     plots.plot_probability_bars(inputs.sample_images, inputs.sample_probs, inputs.class_names,
-                                _sample_titles(inputs), out_dir / SAMPLES_PNG, m.get("openset.threshold"))
+                                _sample_titles(inputs), out_dir / SAMPLES_PNG, m.get(THRESHOLD_KEY))
     plots.plot_reliability(inputs.reliability, out_dir / RELIABILITY_PNG)
     plots.plot_roc(inputs.roc, m.get("openset.auroc"), out_dir / ROC_PNG)
+    plots.plot_threshold_tradeoff(inputs.tradeoff, m.get(POLICY_KEYS["name"]), out_dir / THRESHOLD_PNG)
     return {
         **_grids(inputs, out_dir, rows, labels, predicted),
         "Training curves": _training_text(inputs.train_summary),
@@ -491,6 +524,7 @@ def _draw_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, str]:
                         f"(T = {_fmt(m.get('test.temperature'))} fitted on validation), "
                         f"{_fmt(m.get('test.ece_uncalibrated'))} before."),
         "Open-set ROC": f"AUROC {_fmt(m.get('openset.auroc'))}, FPR@95%TPR {_fmt(m.get('openset.fpr_at_95_tpr'))}.",
+        "Rejection threshold": threshold_text(m, inputs.tradeoff),
     }
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -103,8 +103,14 @@ def runtime_facts() -> dict[str, str]:
     return {"cpu": cpu_int8_flags(), "onnxruntime": f"{onnxruntime.__version__} {onnxruntime.get_device()}"}
 
 
-def build_sidecar(loaded: LoadedModel, *, threshold: float, opset: int, source_checkpoint: Path | None) -> dict:
-    """Everything a consumer of the ONNX file needs besides the graph, and the machine it was verified on."""
+def build_sidecar(loaded: LoadedModel, *, threshold: float, opset: int, source_checkpoint: Path | None,
+                  threshold_policy: Mapping[str, Any] | None = None) -> dict:
+    """Everything a consumer of the ONNX file needs besides the graph, and the machine it was verified on.
+
+    ``threshold_policy``: how the evaluate stage chose ``threshold``
+    (``openset.threshold_policy_from_metrics``: name, setting, validation
+    shares); null when the threshold was given by hand.
+    """
     return {
         "format": ONNX_FORMAT,
         "format_version": ONNX_FORMAT_VERSION,
@@ -114,6 +120,7 @@ def build_sidecar(loaded: LoadedModel, *, threshold: float, opset: int, source_c
         "input": dict(INPUT_SPEC),
         "output": {"name": OUTPUT_NAME, "calibrated": True},
         "threshold": float(threshold),
+        "threshold_policy": dict(threshold_policy) if threshold_policy is not None else None,
         "temperature": float(loaded.temperature),
         "opset": opset,
         "backbone": loaded.model.name,
@@ -128,7 +135,7 @@ def build_sidecar(loaded: LoadedModel, *, threshold: float, opset: int, source_c
 
 def export_onnx(
     loaded: LoadedModel, out_path: Path | str, *, threshold: float, opset: int = 18,
-    source_checkpoint: Path | None = None,
+    source_checkpoint: Path | None = None, threshold_policy: Mapping[str, Any] | None = None,
 ) -> dict:
     """Write ``out_path`` (ONNX, dynamic batch) and its sidecar, each atomically; returns the sidecar."""
     import onnx
@@ -146,7 +153,8 @@ def export_onnx(
         )
         onnx.checker.check_model(str(tmp))
     loaded.model.to(loaded.device)  # the wrapper moved the shared module to the CPU
-    sidecar = build_sidecar(loaded, threshold=threshold, opset=opset, source_checkpoint=source_checkpoint)
+    sidecar = build_sidecar(loaded, threshold=threshold, opset=opset, source_checkpoint=source_checkpoint,
+                            threshold_policy=threshold_policy)
     write_json(sidecar_path(out_path), sidecar)
     log.info("exported %s (opset %d, %.1f MB)", out_path, opset, out_path.stat().st_size / 2**20)
     return sidecar
@@ -294,7 +302,7 @@ def spread_sample(images: np.ndarray, count: int) -> np.ndarray:
 
 def export_verified(
     loaded: LoadedModel, cfg: Any, paths: ExportPaths, *, test_images: np.ndarray, test_labels: np.ndarray,
-    train_images: np.ndarray, threshold: float, batch_size: int,
+    train_images: np.ndarray, threshold: float, batch_size: int, threshold_policy: Mapping[str, Any] | None = None,
 ) -> ExportResult:
     """Export, then prove it: classes and probabilities against PyTorch on the whole test split.
 
@@ -306,7 +314,7 @@ def export_verified(
     """
     discard_int8(paths.int8)  # an earlier run's int8 copy was made from another model
     sidecar = export_onnx(loaded, paths.model, threshold=threshold, opset=cfg.opset,
-                          source_checkpoint=paths.source_checkpoint)
+                          source_checkpoint=paths.source_checkpoint, threshold_policy=threshold_policy)
     # The consumer's own loader: the sidecar and the graph's contract are checked on the way.
     exported = load_predictor(paths.model)
     torch_probs = predict_probs(loaded, test_images, batch_size)
