@@ -8,10 +8,6 @@ as ``signflow predict`` on the same image files.
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,16 +20,14 @@ from mlflow.tracking import MlflowClient
 
 from signflow.data.arrays import load_split
 
-from http_server import free_port
+from .mlflow_serve import serve_model
 from project_copy import Project
 from tiny_project import Reproduced, reproduced_copy
 
 pytestmark = pytest.mark.slow
 
-LOOPBACK = "127.0.0.1"
 REGISTRY_NAME = "signflow"
 N_IMAGES = 6
-SERVE_TIMEOUT_S = 180.0
 EXPERIMENT_NAME = "exp-registry"
 
 
@@ -77,18 +71,20 @@ def test_export_stage_verifies_and_registers_the_model(project: Project) -> None
     client = MlflowClient(tracking_uri=project.env["MLFLOW_TRACKING_URI"])
     version = client.get_model_version(REGISTRY_NAME, "1")
     head = project.run("git", "rev-parse", "HEAD").stdout.strip()
-    assert version.tags == {"dvc_experiment": "workspace", "git_commit": head}
+    assert version.tags["dvc_experiment"] == "workspace" and version.tags["git_commit"] == head
+    assert version.description.startswith("# Model card")  # the card's headline; the whole card is with the run
     run_id = json.loads((project.root / "models" / "run.json").read_text())["run_id"]
     assert version.run_id == run_id  # the train stage's run: params, metrics and model in one place
+    card = client.download_artifacts(run_id, "model_card.md", str(project.root.parent))
+    assert Path(card).read_text() == (project.root / "reports" / "model_card.md").read_text()
 
 
 def test_registry_model_predicts_like_signflow_predict(project: Project, images: tuple[list[Path], np.ndarray]) -> None:
     files, arrays = images
     mlflow.set_tracking_uri(project.env["MLFLOW_TRACKING_URI"])
     model = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/1")
-    probabilities = model.predict(arrays)["probabilities"]
-    names = _class_names(project)
-    from_registry = [names[i] for i in np.asarray(probabilities).argmax(1)]
+    answer = model.predict({"image": arrays}, params={"threshold": 0.0})
+    from_registry = list(answer["prediction"])
     assert from_registry == _predicted_by_cli(project, files, "models/best.pt")
     assert from_registry == _predicted_by_cli(project, files, "models/onnx/model.onnx")
 
@@ -98,34 +94,8 @@ def test_registry_model_predicts_like_signflow_predict(project: Project, images:
 @pytest.fixture
 def served_model(project: Project) -> Iterator[str]:
     """``mlflow models serve`` of version 1 on a free loopback port; its base URL."""
-    port = free_port()
-    url = f"http://{LOOPBACK}:{port}"
-    proc = subprocess.Popen(
-        ["mlflow", "models", "serve", "-m", f"models:/{REGISTRY_NAME}/1", "--env-manager", "local",
-         "--host", LOOPBACK, "--port", str(port), "--workers", "1"],
-        cwd=project.root, env=project.env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
-    try:
-        _wait_for(f"{url}/ping", proc)
+    with serve_model(f"models:/{REGISTRY_NAME}/1", project.root, project.env) as url:
         yield url
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)  # the group: mlflow and its uvicorn worker
-        proc.wait()
-
-
-def _wait_for(url: str, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + SERVE_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"mlflow models serve exited {proc.returncode}: {proc.stderr.read().decode()[-2000:]}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as response:
-                if response.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.5)
-    pytest.fail(f"mlflow models serve did not answer on {url} within {SERVE_TIMEOUT_S:.0f} s")
 
 
 def test_served_model_answers_a_post_of_two_images_with_the_same_classes(
@@ -137,10 +107,10 @@ def test_served_model_answers_a_post_of_two_images_with_the_same_classes(
                                      headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         answer = json.loads(response.read())
-    probabilities = np.array(answer["predictions"]["probabilities"])
-    assert probabilities.shape == (2, len(_class_names(project)))
-    names = _class_names(project)
-    assert [names[i] for i in probabilities.argmax(1)] == _predicted_by_cli(project, files[:2], "models/best.pt")
+    rows = answer["predictions"]
+    assert all(set(row["probabilities"]) == set(_class_names(project)) for row in rows)
+    assert [max(row["probabilities"], key=row["probabilities"].get) for row in rows] == _predicted_by_cli(
+        project, files[:2], "models/best.pt")
 
 
 def test_dvc_experiment_registers_a_new_version_tagged_with_its_name(project: Project) -> None:

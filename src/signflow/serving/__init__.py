@@ -3,7 +3,10 @@
 - ``predictor``: ``Predictor`` and ``load_predictor`` (a .pt checkpoint in
   PyTorch, or an exported .onnx model in onnxruntime without torch);
 - ``batch``: decode and classify many files or arrays, a block at a time;
-- ``export``: the export stage's work: ONNX verified against PyTorch, int8.
+- ``export``: the export stage's work: ONNX verified against PyTorch, int8;
+- ``mlflow_model``: the MLflow model the export stage registers, answering what
+  ``signflow predict --json`` answers (threshold and top_k as request params);
+- ``model_card``: ``reports/model_card.md``, written and logged with every export.
 
 ``predictor`` and ``batch`` import nothing heavy (no torch, pandas or yaml):
 a ``signflow[predict]`` install runs them. Importing this package imports nothing.

@@ -1,0 +1,625 @@
+"""The model card: what a shipped model is for, how good it is and where it fails, on one Markdown page.
+
+Written with every export (``reports/model_card.md``) and logged with the
+registered version, so whoever pulls ``models:/signflow/N`` reads what it
+answers, its per-class accuracy with intervals, its calibration, how it treats
+signs it never saw, its known limits and the command that traces it back to its
+commit and data. Every figure is read from a file the pipeline already wrote
+(the sidecar, ``metrics/``), none is recomputed from images.
+
+:func:`read_card_inputs` is the one place that reads files;
+:func:`model_card_markdown` is pure (inputs in, text out), so it is tested on
+constructed values; :func:`write_model_card` writes atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from signflow.catalog import UNKNOWN_NAME, flatten
+from signflow.config import SPLIT_NAMES, Config
+from signflow.data.manifest import ROLE_HELDOUT, DataError, read_manifest
+from signflow.data.summary import SIDE_BIN_EDGES, parse_track_table, side_bin_label, side_columns
+from signflow.evaluation.metrics import CONFIDENCE_LEVEL, wilson_interval
+from signflow.files import file_digest, write_text
+from signflow.markdown import table
+
+log = logging.getLogger(__name__)
+
+DIGITS = 4  # decimals of metric values, as the pipeline report (signflow.evaluation.report.DIGITS)
+MISSING = "n/a"
+VERSION_DESCRIPTION_LIMIT = 5000  # MLflow's cap on a model version's description (its registry column)
+# Section headings, in card order (tests check each one is present).
+SECTIONS = (
+    "Intended use", "Classes", "Training data", "Per-class accuracy", "Calibration", "Open-set behaviour",
+    "Sign size", "Exported files", "Sim-to-real", "Known limits", "How to reproduce",
+)
+# GTSRB's classes are ids 0-42 (Stallkamp et al. 2012, "Man vs. computer"); the synthetic renderer draws the same 43.
+GTSRB_CLASS_IDS = tuple(str(k) for k in range(43))
+SOURCE_TEXT = {  # data.source -> what the images are (signflow.data.raw.DATA_SOURCES holds the names)
+    "synthetic": "synthetic renders of GTSRB's sign types (signflow's procedural renderer), not real photos",
+    "gtsrb": "real photos of German signs: the GTSRB training archive",
+    "folder": "the images of a local folder (`data.folder.path`)",
+}
+GTSRB_SOURCES = ("synthetic", "gtsrb")  # sources whose class ids are GTSRB's
+TRAIN_SPLIT, TEST_SPLIT = "train", "test"
+DATASET_CONTEXTS = ("train", "validation", "test")  # MLflow's dataset contexts (signflow.provenance)
+SIM2REAL = "benchmarks/sim2real.py"
+# sim2real.py's groups, in the order shown, with what each holds (its docstring).
+SIM2REAL_GROUPS = (
+    ("test", "real test tracks, never looked at while developing"),
+    ("dev", "real train and validation tracks"),
+    ("all", "every real image of the target classes"),
+)
+# The sidecar's "threshold_policy": its name and setting, then figures on validation (shown with these words).
+POLICY_FIELDS = ("name", "setting", "param")
+POLICY_FIGURES = {"val_known_kept": "known-class images kept", "val_heldout_rejected": "held-out images rejected"}
+THRESHOLD_MATCH = 1e-9  # a sim-to-real result is this model's when it used the sidecar's threshold
+
+
+# ------------------------------------------------------------------ inputs
+
+
+@dataclass(frozen=True)
+class ClassResult:
+    """One output class on the test split: its images and how many the model gave that class (argmax)."""
+
+    name: str
+    images: int
+    right: int
+
+
+@dataclass(frozen=True)
+class SizeBin:
+    """Test images whose shorter side falls in one size bin of ``metrics/data_tracks.csv``."""
+
+    label: str  # "24-31" (px), as signflow.data.summary.side_bin_label shows it
+    images: int  # test images of every role
+    scored: int | None = None  # closed-set test images in the bin (None: per-image sizes not read)
+    right: int | None = None  # of them given the right class (argmax)
+
+
+@dataclass(frozen=True)
+class CardInputs:
+    """Everything the card shows, already read: :func:`model_card_markdown` opens no file."""
+
+    sidecar: Mapping[str, Any]  # models/onnx/model.json
+    config: Config  # params.yaml
+    data_summary: Mapping[str, Any]  # metrics/data.json
+    metrics: Mapping[str, Any]  # metrics/evaluate.json
+    per_class: tuple[ClassResult, ...]  # in the model's output order
+    lineage: Mapping[str, Any]  # git, DVC and data hashes, the registered version (the export stage's)
+    trained_class_ids: tuple[str, ...]  # class ids with training images (targets and "unknown" sources)
+    data_class_ids: tuple[str, ...]  # class ids with images in any split
+    test_sizes: tuple[SizeBin, ...]  # every size bin, smallest first
+    smallest_trained: str | None  # the smallest size bin holding a training image
+    model_files: Mapping[str, str]  # shipped file name -> sha256
+    export_metrics: Mapping[str, Any] | None = None  # metrics/export.json
+    sim2real: Mapping[str, Any] | None = None  # benchmarks/sim2real.py's JSON line, for this model
+
+
+@dataclass(frozen=True)
+class CardPaths:
+    """Where :func:`read_card_inputs` reads each input (explicit: no layout assumed here); None: not read."""
+
+    sidecar: Path
+    data_summary: Path
+    data_tracks: Path
+    metrics: Path
+    per_class: Path
+    predictions: Path | None = None  # with test_manifest: accuracy per sign size
+    test_manifest: Path | None = None
+    export_metrics: Path | None = None
+    sim2real: Path | None = None
+    model_files: tuple[Path, ...] = ()  # hashed when present (an int8 copy may be refused)
+
+
+# Which stage writes each required input: what the error tells the user to run.
+PRODUCERS = {"sidecar": "export", "data_summary": "add_unknown", "data_tracks": "add_unknown",
+             "metrics": "evaluate", "per_class": "evaluate"}
+
+
+def _required(path: Path, field: str) -> None:
+    if not path.is_file():
+        raise DataError(f"{path} is missing: the model card needs it (run `dvc repro {PRODUCERS[field]}` first)")
+
+
+def _json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise DataError(f"{path} is not valid JSON ({err.msg}, line {err.lineno}): re-run the stage that writes it") \
+            from err
+
+
+def _optional_json(path: Path | None) -> dict[str, Any] | None:
+    if path is None or not path.is_file():
+        return None
+    return _json(path)
+
+
+def class_id_key(class_id: str) -> str:
+    """A class id as params.yaml writes it: "00012" (a GTSRB folder) -> "12"; a folder name stays."""
+    return str(int(class_id)) if class_id.isdigit() else class_id
+
+
+def per_class_results(per_class: pd.DataFrame, class_names: Sequence[str], origin: Path) -> tuple[ClassResult, ...]:
+    """``metrics/per_class.csv`` as counts in the model's output order; DataError when its classes differ."""
+    found = [str(name) for name in per_class["class"]]
+    if sorted(found) != sorted(class_names):
+        raise DataError(f"{origin} lists {found}, the model {list(class_names)}: it is another model's "
+                        "(run `dvc repro evaluate`)")
+    rows = per_class.set_index(per_class["class"].astype(str))
+    # evaluate writes recall to 6 decimals: recall * support rounds back to the exact count below 500,000 images.
+    return tuple(ClassResult(name, int(rows.at[name, "support"]),
+                             round(float(rows.at[name, "recall"]) * int(rows.at[name, "support"])))
+                 for name in class_names)
+
+
+def _bin_totals(tracks: pd.DataFrame, split: str) -> pd.Series:
+    """Images per size-bin column of ``split`` in the track table."""
+    return tracks.loc[tracks["split"] == split, side_columns()].astype(np.int64).sum()
+
+
+def _sides_and_correct(predictions: pd.DataFrame, manifest: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per closed-set test image (as test.accuracy counts): its shorter side and whether the argmax is right.
+
+    None, with a warning, when predictions.csv and the manifest do not list the same images (a stale file).
+    """
+    if predictions["path"].duplicated().any() or set(predictions["path"]) != set(manifest["path"]):
+        log.warning("predictions.csv and the test manifest list different images: no accuracy per sign size")
+        return None
+    joined = predictions.merge(manifest[["path", "width", "height"]], on="path")
+    joined = joined[joined["role"] != ROLE_HELDOUT]
+    sides = np.minimum(joined["width"].to_numpy(np.int64), joined["height"].to_numpy(np.int64))
+    return sides, (joined["prediction"] == joined["label"]).to_numpy()
+
+
+def size_results(tracks: pd.DataFrame, predictions: pd.DataFrame | None,
+                 manifest: pd.DataFrame | None) -> tuple[SizeBin, ...]:
+    """Test images per size bin; with predictions and the test manifest, closed-set accuracy per bin too."""
+    totals = _bin_totals(tracks, TEST_SPLIT)
+    per_image = None if predictions is None or manifest is None else _sides_and_correct(predictions, manifest)
+    scored = right = None
+    if per_image is not None:
+        sides, correct = per_image
+        index = np.searchsorted(SIDE_BIN_EDGES, sides, side="right") - 1  # signflow.data.summary's bins
+        scored = np.bincount(index, minlength=len(SIDE_BIN_EDGES))
+        right = np.bincount(index, weights=correct, minlength=len(SIDE_BIN_EDGES)).astype(np.int64)
+    return tuple(SizeBin(side_bin_label(column), int(totals[column]),
+                         None if scored is None else int(scored[k]), None if right is None else int(right[k]))
+                 for k, column in enumerate(side_columns()))
+
+
+def _smallest_bin(tracks: pd.DataFrame, split: str) -> str | None:
+    totals = _bin_totals(tracks, split)
+    return next((side_bin_label(column) for column in side_columns() if totals[column] > 0), None)
+
+
+def _sim2real_for(result: Mapping[str, Any] | None, threshold: float, origin: Path | None) -> Mapping[str, Any] | None:
+    """``result`` when it judged this model (its threshold is the sidecar's), else None with a warning."""
+    if result is None:
+        return None
+    measured = result.get("threshold")
+    if measured is None or not math.isclose(float(measured), threshold, rel_tol=0.0, abs_tol=THRESHOLD_MATCH):
+        log.warning("%s is for threshold %s, this model's is %s: another model's result, left out of the card",
+                    origin, measured, threshold)
+        return None
+    return result
+
+
+def _per_image_sizes(paths: CardPaths) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
+    """predictions.csv and the test manifest when both exist (accuracy per sign size), else (None, None)."""
+    if not all(p is not None and p.is_file() for p in (paths.predictions, paths.test_manifest)):
+        return None, None
+    return (pd.read_csv(paths.predictions, dtype={"path": str, "label": str, "prediction": str}),
+            read_manifest(paths.test_manifest))
+
+
+def read_card_inputs(paths: CardPaths, config: Config, lineage: Mapping[str, Any]) -> CardInputs:
+    """Read what the card shows; DataError naming a required file that is missing or unreadable.
+
+    Required: the sidecar, metrics/data.json, data_tracks.csv, evaluate.json and
+    per_class.csv. Optional (a line says what is missing): the export metrics,
+    predictions with the test manifest (accuracy per sign size), a sim-to-real result.
+    """
+    for field in PRODUCERS:
+        _required(getattr(paths, field), field)
+    sidecar = _json(paths.sidecar)
+    tracks = parse_track_table(paths.data_tracks.read_text())
+    trained = tracks.loc[tracks["split"] == TRAIN_SPLIT, "class_id"]
+    return CardInputs(
+        sidecar=sidecar,
+        config=config,
+        data_summary=_json(paths.data_summary),
+        metrics=_json(paths.metrics),
+        per_class=per_class_results(pd.read_csv(paths.per_class), sidecar["class_names"], paths.per_class),
+        lineage=lineage,
+        trained_class_ids=tuple(sorted({class_id_key(c) for c in trained}, key=_id_order)),
+        data_class_ids=tuple(sorted({class_id_key(c) for c in tracks["class_id"]}, key=_id_order)),
+        test_sizes=size_results(tracks, *_per_image_sizes(paths)),
+        smallest_trained=_smallest_bin(tracks, TRAIN_SPLIT),
+        model_files={p.name: file_digest(p, "sha256") for p in paths.model_files if p.is_file()},
+        export_metrics=_optional_json(paths.export_metrics),
+        sim2real=_sim2real_for(_optional_json(paths.sim2real), float(sidecar["threshold"]), paths.sim2real),
+    )
+
+
+def write_model_card(path: Path | str, markdown: str) -> None:
+    """Write the card atomically: an interrupted export never leaves half a card beside a whole model."""
+    write_text(path, markdown)
+
+
+# ------------------------------------------------------------------ formatting
+
+
+def _id_order(class_id: str) -> tuple[int, str]:
+    return (int(class_id), "") if class_id.isdigit() else (1 << 30, class_id)
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return MISSING
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return f"{value:.{DIGITS}f}"
+    return str(value)
+
+
+def _mb(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.2f}"  # export.json keeps sizes to 2 decimals
+
+
+def _pct(value: float | None) -> str:
+    return MISSING if value is None else f"{value:.1%}"
+
+
+def _interval(right: int, n: int) -> str:
+    """"0.9833 (95% CI 0.9641-0.9925)": the share with its Wilson interval (evaluate's, for test.accuracy)."""
+    if n == 0:
+        return MISSING
+    low, high = wilson_interval(right, n, CONFIDENCE_LEVEL)
+    return f"{_fmt(right / n)} ({CONFIDENCE_LEVEL:.0%} CI {_fmt(low)}-{_fmt(high)})"
+
+
+def _share_interval(share: float | None, n: float | None) -> str:
+    """A share written to 6 decimals (evaluate.json) with its interval: the count is exact below 500,000 images."""
+    if share is None or not n:
+        return _fmt(share)
+    return _interval(round(share * int(n)), int(n))
+
+
+def _ids(ids: Sequence[str]) -> str:
+    """Class ids with runs of consecutive numbers shortened: "0-11, 16, 18-31"; "none" for none."""
+    parts: list[str] = []
+    run: list[int] = []
+    for class_id in ids:
+        if class_id.isdigit() and run and int(class_id) == run[-1] + 1:
+            run.append(int(class_id))
+            continue
+        parts += _run_text(run)
+        run = [int(class_id)] if class_id.isdigit() else []
+        if not class_id.isdigit():
+            parts.append(class_id)
+    parts += _run_text(run)
+    return ", ".join(parts) if parts else "none"
+
+
+def _run_text(run: Sequence[int]) -> list[str]:
+    if not run:
+        return []
+    return [str(run[0]) if len(run) == 1 else f"{run[0]}-{run[-1]}"]
+
+
+def _class_ids(config: Config) -> dict[str, str]:
+    """Class name -> its id in the data (data.classes), targets only."""
+    return {name: class_id for class_id, name in config.data.classes.items()}
+
+
+# ------------------------------------------------------------------ sections
+
+
+def _title(inputs: CardInputs) -> str:
+    registered = inputs.lineage.get("registered")
+    name = f"`{registered}`" if registered else "not registered"
+    return f"# Model card: {inputs.sidecar.get('backbone', MISSING)}, {inputs.config.strategy} strategy ({name})"
+
+
+def _summary(inputs: CardInputs) -> str:
+    m = inputs.metrics
+    low, high = m.get("test.accuracy_ci_low"), m.get("test.accuracy_ci_high")
+    interval = "" if low is None or high is None else f" ({CONFIDENCE_LEVEL:.0%} CI {_pct(low)}-{_pct(high)})"
+    return (f"**Test accuracy {_pct(m.get('test.accuracy'))}{interval} on {_fmt(m.get('test.n'))} images, "
+            f"ECE {_fmt(m.get('test.ece'))}, open-set AUROC {_fmt(m.get('openset.auroc'))}**; "
+            f"data: {SOURCE_TEXT.get(inputs.config.data.source, inputs.config.data.source)}.")
+
+
+def _intended_use(inputs: CardInputs) -> str:
+    s = inputs.sidecar
+    targets = [n for n in s["class_names"] if n != s.get("unknown_class")]
+    return "\n".join([
+        f"Classifies one image of a traffic sign, cropped around the sign (RGB, resized to {s.get('image_size')} px "
+        f"a side), as one of {len(targets)} sign types ({', '.join(targets)}) or \"{UNKNOWN_NAME}\". "
+        "It answers \"unknown\" when its own unknown class wins or when its known-ness (the largest probability "
+        f"among the known classes) is below the threshold {_fmt(s.get('threshold'))}; `signflow predict` and "
+        "`signflow.load_predictor` apply that rule.",
+        "",
+        "It does not find signs in a scene (no detector), and it is not validated for decisions without a "
+        "human or another system checking them.",
+    ])
+
+
+def _classes(inputs: CardInputs) -> str:
+    s = inputs.sidecar
+    ids = _class_ids(inputs.config)
+    targets = set(inputs.config.data.classes)
+    fed = f"class ids {_ids([c for c in inputs.trained_class_ids if c not in targets])}"
+    rows = [[k, name, "unknown (trained)" if name == s.get("unknown_class") else "target",
+             fed if name == s.get("unknown_class") else ids.get(name, MISSING)]
+            for k, name in enumerate(s["class_names"])]
+    return table(["output", "class", "kind", "class id / sources"], rows)
+
+
+def _training_data(inputs: CardInputs) -> str:
+    cfg, summary = inputs.config, inputs.data_summary
+    splits = summary.get("splits", {})
+    names = [n for n in SPLIT_NAMES if n in splits] + sorted(set(splits) - set(SPLIT_NAMES))
+    labels = list(inputs.sidecar["class_names"])
+    rows = [[name, splits[name].get("images"), splits[name].get("tracks"),
+             *(splits[name].get("per_label", {}).get(label, 0) for label in labels),
+             splits[name].get("per_role", {}).get(ROLE_HELDOUT, 0)] for name in names]
+    fractions = ", ".join(f"{name} {share:g}" for name, share in cfg.split.fractions.items())
+    parts = [
+        f"Source: `data.source: {cfg.data.source}`: {SOURCE_TEXT.get(cfg.data.source, cfg.data.source)}. "
+        f"Split by {cfg.split.group_by} ({fractions}; seed {cfg.split.seed}): no {cfg.split.group_by} in two "
+        f"splits ({_fmt(summary.get('tracks_shared_between_splits'))} shared). "
+        f"Quarantined images (unreadable or out of range, in no split): "
+        f"{_fmt(summary.get('quarantined', {}).get('count', 0))}.",
+        table(["split", "images", "tracks", *labels, "held-out (never trained)"], rows, _fmt),
+        _hashes(inputs.lineage),
+    ]
+    return "\n\n".join(parts)
+
+
+def _hashes(lineage: Mapping[str, Any]) -> str:
+    datasets = lineage.get("datasets") or {}
+    if not datasets:
+        return "Data hashes: not recorded (the stages did not run under `dvc repro`)."
+    rows = [[context, f"`{d.get('digest', MISSING)}`", d.get("source", MISSING), d.get("files") or MISSING]
+            for context in DATASET_CONTEXTS + tuple(sorted(set(datasets) - set(DATASET_CONTEXTS)))
+            if (d := datasets.get(context))]
+    return ("Data hashes (DVC's hash of `data/dataset`, as `dvc.lock` records it; `dvc pull` at the commit below "
+            "brings back these bytes):\n\n" + table(["split", "digest", "stored at", "files"], rows))
+
+
+def _per_class(inputs: CardInputs) -> str:
+    ids = _class_ids(inputs.config)
+    rows = [[r.name, ids.get(r.name, "-"), r.images, r.right, _interval(r.right, r.images)] for r in inputs.per_class]
+    return (f"Test images of each output class given that class (recall, the argmax answer, no rejection); "
+            f"{CONFIDENCE_LEVEL:.0%} Wilson intervals, each on its own:\n\n"
+            + table(["class", "class id", "test images", "right", "accuracy"], rows, _fmt))
+
+
+def _calibration(inputs: CardInputs) -> str:
+    m = inputs.metrics
+    return (f"Probabilities are softmax(logits / T), T = {_fmt(inputs.sidecar.get('temperature'))} fitted on the "
+            f"validation split (temperature scaling). Expected calibration error on the test split "
+            f"({inputs.config.evaluate.ece_bins} confidence bins): {_fmt(m.get('test.ece'))} calibrated, "
+            f"{_fmt(m.get('test.ece_uncalibrated'))} before. Log loss {_fmt(m.get('test.log_loss'))}.")
+
+
+def _threshold_policy(policy: Mapping[str, Any] | None) -> str:
+    """The sidecar's ``threshold_policy`` (name, setting, validation figures) in a sentence; any key it adds shows."""
+    if not policy:
+        return "The threshold was chosen on the validation split (the sidecar records no policy)."
+    setting = policy.get("setting", policy.get("param"))
+    figures = flatten({k: v for k, v in policy.items() if k not in POLICY_FIELDS})
+    order = [*(k for k in POLICY_FIGURES if k in figures), *sorted(set(figures) - set(POLICY_FIGURES))]
+    shown = "; ".join(f"{POLICY_FIGURES.get(key, key)} {_fmt(figures[key])}" for key in order)
+    return (f"Threshold policy `{policy.get('name', MISSING)}` (setting {_fmt(setting)}), applied on the "
+            "validation split" + (f": {shown}." if shown else "."))
+
+
+def _openset(inputs: CardInputs) -> str:
+    m, heldout = inputs.metrics, list(inputs.config.unknown.heldout)
+    n_known, n_heldout = m.get("openset.n_known"), m.get("openset.n_heldout")
+    if not n_heldout:
+        return ("Not measured: the test split holds no held-out sign type (`unknown.heldout` is empty). "
+                + _threshold_policy(inputs.sidecar.get("threshold_policy")))
+    rows = [
+        ["held-out signs answered \"unknown\" (as served)",
+         _share_interval(m.get("openset.heldout_rejected"), n_heldout)],
+        ["held-out signs whose top class is a known sign (before the threshold)",
+         _share_interval(m.get("openset.heldout_assigned_known"), n_heldout)],
+        ["target signs accepted with the right class (as served)",
+         _share_interval(m.get("openset.known_accuracy"), n_known)],
+        ["open-set accuracy, targets and held-out (as served)",
+         _share_interval(m.get("openset.accuracy"), (n_known or 0) + n_heldout)],
+        ["AUROC, known vs held-out", _fmt(m.get("openset.auroc"))],
+        ["held-out accepted at 95% of targets accepted", _fmt(m.get("openset.fpr_at_95_tpr"))],
+        ["threshold", _fmt(inputs.sidecar.get("threshold"))],
+    ]
+    return "\n\n".join([
+        f"{_fmt(n_heldout)} test images of sign types never trained on (held out: class ids {_ids(heldout)}) "
+        f"against {_fmt(n_known)} target test images; \"as served\" applies the threshold, as `signflow predict` does:",
+        table(["measure", "value"], rows),
+        _threshold_policy(inputs.sidecar.get("threshold_policy")),
+    ])
+
+
+def _sizes(inputs: CardInputs) -> str:
+    shown = [b for b in inputs.test_sizes if b.images]
+    total = sum(b.images for b in shown)
+    if not total:
+        return "No test image sizes recorded (metrics/data_tracks.csv has no test rows)."
+    measured = any(b.scored is not None for b in shown)
+    rows = [[f"{b.label} px", b.images, _pct(b.images / total),
+             *([b.scored, _interval(b.right, b.scored) if b.scored else MISSING] if measured else [])] for b in shown]
+    headers = ["shorter side", "test images", "share", *(["of the model's classes", "accuracy"] if measured else [])]
+    how = ("accuracy: the images of the model's classes (targets and trained unknown, as test accuracy) given the "
+           "right class (argmax)" if measured else
+           "accuracy per size not computed (no predictions.csv with the test manifest)")
+    return f"Test images by the shorter side of the original image; {how}.\n\n" + table(headers, rows, _fmt)
+
+
+def _exported(inputs: CardInputs) -> str:
+    e = inputs.export_metrics
+    files = (table(["file", "sha256"], [[f"`{name}`", f"`{digest}`"] for name, digest in inputs.model_files.items()])
+             if inputs.model_files else "")
+    checkpoint = inputs.sidecar.get("source_checkpoint") or {}
+    machine = (inputs.sidecar.get("exported_on") or {}).get("cpu", MISSING)
+    source = (f"Exported from `{checkpoint.get('path')}` (sha256 `{checkpoint.get('sha256')}`), ONNX opset "
+              f"{_fmt(inputs.sidecar.get('opset'))}, verified on {machine}.")
+    if e is None:
+        return "\n\n".join(p for p in [source, files, "Export metrics: not recorded (no metrics/export.json)."] if p)
+    rows = [["PyTorch checkpoint", _fmt(e.get("torch.test_accuracy")), "-", "-"],
+            ["ONNX (float)", _fmt(e.get("onnx.test_accuracy")), _mb(e.get("onnx.size_mb")),
+             f"{_fmt(e.get('onnx.mismatched_predictions'))} answers differ from PyTorch"]]
+    if "int8.test_accuracy" not in e:
+        int8 = "int8: not built (`export.quantize` off)."
+    elif e.get("int8.refused"):
+        int8 = (f"int8 ({e.get('int8.format')}): refused, not shipped: it loses "
+                f"{_fmt(-float(e.get('int8.accuracy_change_points', 0.0)))} test-accuracy points, more than "
+                f"`export.max_int8_drop` ({_fmt(inputs.config.export.max_int8_drop)}).")
+    else:
+        rows.append([f"ONNX int8 ({e.get('int8.format')})", _fmt(e.get("int8.test_accuracy")),
+                     _mb(e.get("int8.size_mb")), f"{_fmt(e.get('int8.mismatched_vs_float'))} answers differ from "
+                                                  "float"])
+        int8 = ""
+    parts = [source, files, table(["model", "test accuracy", "size (MB)", "agreement"], rows), int8]
+    return "\n\n".join(p for p in parts if p)
+
+
+def _sim2real(inputs: CardInputs) -> str:
+    if inputs.config.data.source != "synthetic":
+        return "Not applicable: trained on real images, not synthetic renders."
+    result = inputs.sim2real
+    if result is None:
+        return f"Not measured for this model (`{SIM2REAL}` judges a synthetic-trained model on real GTSRB photos)."
+    rows = []
+    for key, meaning in SIM2REAL_GROUPS:
+        group = result.get(key)
+        if not group:
+            continue
+        n = int(group["n"])
+        # sim2real.py rounds to 4 decimals: the count is exact below 5,000 images.
+        rows.append([meaning, n, _interval(round(float(group["accuracy"]) * n), n),
+                     _pct(group.get("rejected")), _pct(group.get("wrong_sign"))])
+    return (f"`{SIM2REAL}`: real GTSRB photos of the target classes, answered as served "
+            f"(threshold {_fmt(result.get('threshold'))}):\n\n"
+            + table(["real images", "images", "right sign", "rejected as unknown", "wrong sign"], rows, _fmt))
+
+
+def never_seen_ids(inputs: CardInputs) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Class ids never trained on: (in the data: held out or unknown-source without a train image, not in the data).
+
+    For GTSRB-type sources the universe is GTSRB's 43 ids; for a folder, the folder's classes.
+    """
+    trained = set(inputs.trained_class_ids)
+    in_data = tuple(c for c in inputs.data_class_ids if c not in trained)
+    universe = GTSRB_CLASS_IDS if inputs.config.data.source in GTSRB_SOURCES else ()
+    absent = tuple(c for c in universe if c not in trained and c not in inputs.data_class_ids)
+    return in_data, absent
+
+
+def _smallest_tested(inputs: CardInputs) -> SizeBin | None:
+    return next((b for b in inputs.test_sizes if b.images), None)
+
+
+def _lower_edge(label: str) -> str:
+    """"24-31" or "128+" -> "24" / "128": the bin's smallest side in px."""
+    return label.split("-")[0].rstrip("+")
+
+
+def _limits(inputs: CardInputs) -> str:
+    cfg = inputs.config
+    in_data, absent = never_seen_ids(inputs)
+    total = sum(b.images for b in inputs.test_sizes)
+    lines = [
+        f"- **Data**: {SOURCE_TEXT.get(cfg.data.source, cfg.data.source)}: every figure above is measured on such "
+        "images" + (" (real photos: see Sim-to-real)." if cfg.data.source == "synthetic" else "."),
+        "- **Classes never seen in training**: " + "; ".join(
+            ([f"class ids {_ids(in_data)} (in the validation and test splits only: the open-set figures)"]
+             if in_data else ["none of the data's classes"]) + ([f"{_ids(absent)} (in no split)"] if absent else []))
+        + "; and every sign type outside this data (other countries' designs, supplementary plates alone). "
+          "The model may call any of them a known sign: see Open-set behaviour.",
+    ]
+    smallest = _smallest_tested(inputs)
+    if smallest is not None and total:
+        accuracy = f", accuracy {_interval(smallest.right, smallest.scored)}" if smallest.scored else ""
+        trained = (f" No training image is under {_lower_edge(inputs.smallest_trained)} px: smaller signs are "
+                   "outside what was learnt." if inputs.smallest_trained else "")
+        lines.append(f"- **Smallest signs**: {_pct(smallest.images / total)} of the test images are "
+                     f"{smallest.label} px on their shorter side (the smallest size with images){accuracy}.{trained}")
+    weakest = min(inputs.per_class, key=lambda r: r.right / r.images if r.images else math.inf, default=None)
+    if weakest is not None and weakest.images:
+        lines.append(f"- **Weakest class**: {weakest.name}, {_interval(weakest.right, weakest.images)}.")
+    on = "synthetic validation images" if cfg.data.source == "synthetic" else "the validation split"
+    lines.append(f"- **Threshold**: {_fmt(inputs.sidecar.get('threshold'))}, chosen on {on}. Images less "
+                 "confident than those (another camera, weather, country) are rejected more often; choose a "
+                 "threshold on validation images of the new domain (`signflow predict --threshold`).")
+    dirty = str(inputs.lineage.get("git_dirty", "")).lower()
+    if dirty == "true":
+        lines.append("- **Uncommitted changes**: the workspace differed from the commit below when this model "
+                     "was built, so the commit alone does not rebuild it.")
+    return "\n".join(lines)
+
+
+def _reproduce(inputs: CardInputs) -> str:
+    lineage = inputs.lineage
+    facts = table(["what", "value"], [
+        ["git commit", f"`{lineage.get('git_commit') or MISSING}`"],
+        ["uncommitted changes", _fmt(lineage.get("git_dirty"))],
+        ["DVC experiment", f"`{lineage.get('dvc_experiment') or MISSING}`"],
+        ["dvc.lock md5", f"`{lineage.get('dvc_lock_md5') or MISSING}`"],
+        ["MLflow run", f"`{lineage.get('run_id') or MISSING}`"],
+        ["registered version", f"`{lineage.get('registered') or MISSING}`"],
+    ])
+    registered, run_id = lineage.get("registered"), lineage.get("run_id")
+    commands = []
+    if registered:
+        commands.append(f"signflow trace models:/{registered}   # where it came from: run, commit, data hashes")
+    if run_id:
+        commands.append(f"signflow trace {run_id} --restore DIR   # rebuild that state in a new clone, "
+                        "check the model files byte for byte")
+    if not commands:
+        return (f"{facts}\n\nNo MLflow run recorded: check out the commit above, `dvc pull`, then `dvc repro`.")
+    return facts + "\n\n```bash\n" + "\n".join(commands) + "\n```"
+
+
+def model_card_markdown(inputs: CardInputs) -> str:
+    """The card as Markdown: a title, a one-line verdict, then :data:`SECTIONS` in order."""
+    body = {
+        "Intended use": _intended_use(inputs),
+        "Classes": _classes(inputs),
+        "Training data": _training_data(inputs),
+        "Per-class accuracy": _per_class(inputs),
+        "Calibration": _calibration(inputs),
+        "Open-set behaviour": _openset(inputs),
+        "Sign size": _sizes(inputs),
+        "Exported files": _exported(inputs),
+        "Sim-to-real": _sim2real(inputs),
+        "Known limits": _limits(inputs),
+        "How to reproduce": _reproduce(inputs),
+    }
+    return "\n\n".join([_title(inputs), _summary(inputs), *(f"## {name}\n\n{body[name]}" for name in SECTIONS)]) + "\n"
+
+
+def card_description(markdown: str, limit: int = VERSION_DESCRIPTION_LIMIT) -> str:
+    """The card's title and headline (up to its first section), for the registered version's description.
+
+    MLflow caps a version's description at :data:`VERSION_DESCRIPTION_LIMIT`
+    characters; the whole card goes with the run as an artifact.
+    """
+    head = markdown.split("\n## ", 1)[0].strip()
+    return head if len(head) <= limit else head[: limit - 1] + "…"
