@@ -40,6 +40,7 @@ def _records(spec: Mapping[str, Sequence[int]]) -> list[RawRecord]:
 # builds it; the many short files after them fill in whichever worker frees up first. Only the order changes
 # (each file still runs whole on one worker); a file not listed keeps xdist's place, a stale list costs time.
 LONGEST_FILES_FIRST = (
+    "tests/lineage/test_lineage_pipeline.py",  # 205: three experiments, restore, promotions, a served model
     "tests/test_tracking_server.py",  # 190, the build included
     "tests/training/test_distributed.py",  # 70
     "tests/review/test_review_pipeline.py",  # 115
@@ -50,6 +51,7 @@ LONGEST_FILES_FIRST = (
     "tests/reliability/test_determinism.py",  # 40
     "tests/data/test_official_test.py",  # 35
     "tests/serving/test_registry.py",  # 30
+    "tests/serving/test_mlflow_model.py",  # 20
     "tests/reliability/test_params.py",  # 25
 )
 

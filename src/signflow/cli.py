@@ -57,6 +57,10 @@ COMMANDS: dict[str, Command] = {
     "sweep": command("queue a grid of experiments on the DVC queue, run them, tabulate the results", "sweep"),
     "mlflow-server": command("run an MLflow tracking server (SQL store, proxied artifacts) on 127.0.0.1",
                              "mlflow_server"),
+    "trace": command("where a model came from (commit, experiment, data hashes, params, metrics); --restore DIR "
+                     "rebuilds it", "trace"),
+    "promote": command("make a registered version the champion if it passes the review gate against the current one",
+                       "promote"),
     "preset": command("write a set of params.yaml keys from presets/NAME.yaml (gtsrb43: the 43-class benchmark)",
                       "preset"),
 }

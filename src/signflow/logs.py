@@ -42,6 +42,9 @@ USER_ERRORS: dict[str, tuple[str, ...]] = {
     "signflow.commands.remote": ("RemoteError",),
     "signflow.sweep.grid": ("SweepError",),
     "signflow.review.report": ("PrReportError",),
+    "signflow.lineage.refs": ("ModelReferenceError",),
+    "signflow.lineage.restore": ("RestoreError",),
+    "signflow.lineage.promotion": ("PromotionError",),
     "signflow.processes": ("CommandError",),
 }
 EXIT_USER_ERROR = 2  # as argparse's usage errors

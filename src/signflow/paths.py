@@ -34,6 +34,7 @@ PER_CLASS = METRICS_DIR / "per_class.csv"
 CONFUSION = METRICS_DIR / "confusion.csv"
 PREDICTIONS = METRICS_DIR / "predictions.csv"
 ROC = METRICS_DIR / "roc.csv"
+THRESHOLD_TRADEOFF = METRICS_DIR / "threshold_tradeoff.csv"  # validation: known kept vs held-out rejected per threshold
 RELIABILITY = METRICS_DIR / "reliability.csv"
 CLASSIFICATION_REPORT = METRICS_DIR / "classification_report.txt"
 # Speeds and durations, one file per stage (train.json, export.json...): still metrics (`dvc exp show`),
@@ -46,6 +47,7 @@ TRAIN_TIMINGS_HISTORY = TIMINGS_DIR / "train_history.csv"  # epoch, seconds
 # report.md and its PNGs, in git (renders on GitHub); the report stage replaces this folder whole, so
 # reports/ beside it keeps what other tools write (results.md of benchmarks/results_table.py, pr.md).
 REPORTS_DIR = Path("reports") / "pipeline"
+MODEL_CARD = Path("reports") / "model_card.md"  # written by export with every model, logged with its version
 
 # export: the shippable model, one folder (model + sidecar belong together; DVC artifact "signflow")
 ONNX_DIR = MODELS_DIR / "onnx"

@@ -21,7 +21,7 @@ from typing import Any
 
 from signflow.files import write_json
 from signflow.logs import first_line
-from signflow.processes import git_head
+from signflow.provenance import INPUT_FILES_TAG, SPLIT_CONTEXTS, Lineage, collect_lineage
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +29,6 @@ EXPERIMENT = "signflow"
 STORE_FILE = "mlflow.db"
 # Fail fast instead of MLflow's default minutes of retries against a dead server.
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
-MODEL_ARTIFACT = "onnx-model"  # the logged MLflow model's name within its run
-UNKNOWN_COMMIT = "unknown"
 RELOG_HINT = "re-log this run later with `signflow log-run` once the tracking server is reachable"
 
 
@@ -41,11 +39,6 @@ def resolve_tracking_uri(cwd: Path | None = None) -> str:
         return uri
     root = Path(os.environ.get("DVC_ROOT") or cwd or Path.cwd()).resolve()
     return f"sqlite:///{root / STORE_FILE}"
-
-
-def git_commit(cwd: Path | None = None) -> str:
-    """The run's `git_commit` tag: HEAD in ``cwd``, or "unknown" outside git (a copied project, a tarball)."""
-    return git_head(cwd) or UNKNOWN_COMMIT
 
 
 class Tracker:
@@ -73,7 +66,9 @@ class Tracker:
         def _start() -> str:
             mlflow.set_tracking_uri(self.uri)
             mlflow.set_experiment(EXPERIMENT)
-            run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else run_name, tags=dict(tags))
+            # System metrics (CPU, memory, disk; GPU where one is) every 10 s while the stage runs.
+            run = mlflow.start_run(run_id=self.run_id, run_name=None if self.run_id else run_name, tags=dict(tags),
+                                   log_system_metrics=True)
             return run.info.run_id
 
         self.run_id = self._call("start_run", _start)
@@ -100,36 +95,48 @@ class Tracker:
         elif path.exists():
             self._call("log_artifact", mlflow.log_artifact, str(path), artifact_path)
 
-    def log_onnx_model(
-        self, model_path: Path, example_input: Any, example_output: Any, *, registry_name: str,
-        metadata: Mapping[str, Any], version_tags: Mapping[str, str],
-    ) -> str | None:
-        """Log ``model_path`` as an MLflow ONNX model (no pickles) and register it; returns the version.
+    def log_lineage(self, lineage: Lineage) -> None:
+        """The run's origin (signflow.provenance): its tags, and each split as a dataset input.
 
-        The signature and input example come from real arrays, so ``mlflow
-        models serve`` validates requests against them. With an empty
-        ``registry_name`` the model is logged but not registered (returns None).
+        MLflow keeps one input per dataset name and digest, so the stages that
+        reopen the run add only the splits not yet there.
         """
+        import mlflow
+        from mlflow.data.dataset_source_registry import resolve_dataset_source
+        from mlflow.data.meta_dataset import MetaDataset
+
+        self._call("set_tags", mlflow.set_tags, lineage.tags)
+        if lineage.inputs:
+            datasets = [MetaDataset(resolve_dataset_source(i.source), name=i.name, digest=i.digest)
+                        for i in lineage.inputs]
+            self._call("log_inputs", mlflow.log_inputs, datasets, [i.context for i in lineage.inputs],
+                       [{INPUT_FILES_TAG: i.files} if i.files else None for i in lineage.inputs])
+
+    def log_model(
+        self, log: Callable[[], Any], *, registry_name: str, version_tags: Mapping[str, str]
+    ) -> str | None:
+        """Run ``log`` (it logs a model into the active run and returns MLflow's ModelInfo), guarded, and tag
+        the registered version (its lineage). Returns the version, or None when not registered."""
 
         def _log() -> str | None:
-            import mlflow.onnx
-            import onnx
-            from mlflow.models import infer_signature
+            import mlflow
 
-            info = mlflow.onnx.log_model(
-                onnx.load(str(model_path)), name=MODEL_ARTIFACT,
-                signature=infer_signature(example_input, example_output), input_example=example_input,
-                registered_model_name=registry_name or None, metadata=dict(metadata),
-                save_as_external_data=False, onnx_execution_providers=["CPUExecutionProvider"],
-            )
-            version = info.registered_model_version
-            if version is not None:
-                client = mlflow.MlflowClient()
-                for key, value in version_tags.items():
-                    client.set_model_version_tag(registry_name, str(version), key, value)
-            return None if version is None else str(version)
+            version = log().registered_model_version
+            if version is None:
+                return None
+            client = mlflow.MlflowClient()
+            for key, value in version_tags.items():
+                client.set_model_version_tag(registry_name, str(version), key, value)
+            return str(version)
 
         return self._call("log_model", _log)
+
+    def describe_version(self, registry_name: str, version: str, description: str) -> None:
+        """The registered version's description, shown on its page in the MLflow UI."""
+        import mlflow
+
+        self._call("update_model_version", lambda: mlflow.MlflowClient().update_model_version(
+            registry_name, version, description=description))
 
     def end(self, status: str = "FINISHED") -> None:
         import mlflow
@@ -215,8 +222,10 @@ def relog_outputs(files: RunFiles, uri: str | None = None) -> str | None:
     if existing is False:
         return None
     tracker.run_id = existing.info.run_id if existing else None
-    if tracker.start(name, {"relogged": "true", "git_commit": git_commit(files.root)}) is None:
+    lineage = collect_lineage(files.root, tuple(SPLIT_CONTEXTS))
+    if tracker.start(name, {"relogged": "true", **lineage.tags}) is None:
         return None
+    tracker.log_lineage(lineage)
     logged = existing.data if existing else None
     tracker.log_params({k: v for k, v in flatten(cfg.to_dict()).items() if not logged or k not in logged.params})
     _relog_history(tracker, client, files.history)

@@ -20,7 +20,7 @@ def _value(metric: str, value: float | None) -> str:
     return f"{value:.4f}"
 
 
-def _signed(metric: str, value: float) -> str:
+def signed(metric: str, value: float) -> str:
     text = amount(metric, value)
     return text if text.startswith("-") else f"+{text}"
 
@@ -28,13 +28,13 @@ def _signed(metric: str, value: float) -> str:
 def _row(comparison: Comparison, label: str | None = None, unit: str | None = None) -> list[str]:
     """One table row; ``unit`` is the metric whose unit the numbers are read in (a class's: accuracy)."""
     metric = unit or comparison.metric
-    interval = f"[{_signed(metric, comparison.low)}, {_signed(metric, comparison.high)}]"
+    interval = f"[{signed(metric, comparison.low)}, {signed(metric, comparison.high)}]"
     p_value = "-" if comparison.p_value is None else f"{comparison.p_value:.{P_DIGITS}g}"
     return [
         label or f"`{metric}`",
         _value(metric, comparison.base),
         _value(metric, comparison.head),
-        _signed(metric, comparison.difference),
+        signed(metric, comparison.difference),
         interval,
         p_value,
         f"{comparison.method}" + (f" ({comparison.detail})" if comparison.detail else ""),

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,8 +28,9 @@ from signflow.model.calibration import Calibration, fit_temperature
 from signflow.model.checkpoint import load_checkpoint, save_checkpoint
 from signflow.model.inference import load_model, predict_logits
 from signflow.model.strategies import is_backbone_frozen, resolve_weights
+from signflow.provenance import collect_lineage
 from signflow.runtime import configure_runtime
-from signflow.tracking import Tracker, git_commit, run_name_for, tracked_run
+from signflow.tracking import Tracker, run_name_for, tracked_run
 from signflow.training import distributed
 from signflow.training.loop import (
     BEST_FILE,
@@ -155,10 +155,10 @@ def epoch_callbacks(tracker: Tracker, out: TrainOutputs) -> list[EpochCallback]:
 
 
 def _tags(cfg: Config, train_set: ArraySet, val_set: ArraySet) -> dict[str, str]:
-    return {"strategy": cfg.strategy, "backbone": cfg.model.backbone, "git_commit": git_commit(),
-            "data.source": cfg.data.source, "train_images": str(len(train_set)), "val_images": str(len(val_set)),
-            "dvc_experiment": os.environ.get("DVC_EXP_NAME", ""), "torch_threads": str(torch.get_num_threads()),
-            "world_size": str(distributed.world_size())}
+    """What the run's name does not say; its origin (commit, experiment, data) is signflow.provenance's."""
+    return {"strategy": cfg.strategy, "backbone": cfg.model.backbone, "data.source": cfg.data.source,
+            "train_images": str(len(train_set)), "val_images": str(len(val_set)),
+            "torch_threads": str(torch.get_num_threads()), "world_size": str(distributed.world_size())}
 
 
 def run_training(cfg: Config, dataset_dir: Path, out: TrainOutputs, code_files: Sequence[Path]) -> TrainResult:
@@ -218,6 +218,7 @@ def _tracked_fit(
     name = run_name_for(cfg.model.backbone, cfg.strategy)
     with tracked_run(out.run_file, name, _tags(cfg, train_set, val_set), reuse=False) as tracker:
         tracker.log_params(flatten(cfg.to_dict()))
+        tracker.log_lineage(collect_lineage(Path.cwd(), ("train", "val")))
         result = fit(model, train_set, val_set, strategy=cfg.strategy, cfg=cfg.train, device=device,
                      checkpoints=checkpoints, callbacks=epoch_callbacks(tracker, out))
         best = out.models_dir / BEST_FILE
