@@ -129,7 +129,11 @@ def data_inputs(root: Path, lock: Mapping, splits: Sequence[str]) -> tuple[DataI
         log.warning("dvc.lock has no hash for %s: the run records no data inputs (run the stages with `dvc repro`)",
                     DATASET_OUT)
         return ()
-    source, listing = storage_location(root, digest), cache_object(root, digest)
+    try:
+        source, listing = storage_location(root, digest), cache_object(root, digest)
+    except Exception as err:  # any DVC config error: recording lineage must never cost a training run
+        log.warning("cannot read DVC's configuration in %s (%s): the run records no data inputs", root, err)
+        return ()
     return tuple(DataInput(SPLIT_CONTEXTS[split], f"{DATASET_OUT}:{split}", digest, source,
                            split_files(listing, split)) for split in splits)
 

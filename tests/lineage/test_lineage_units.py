@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from signflow.lineage.refs import ModelReferenceError, resolve
 from signflow.lineage.restore import differences
-from signflow.lineage.trace import changed_params
+from signflow.lineage.trace import changed_params, promotion_lines, source_uri
 from signflow.provenance import (
     TAG_COMMIT,
     TAG_DATASET,
@@ -71,10 +71,20 @@ def test_no_hash_in_dvc_lock_records_no_inputs(repo: Path) -> None:
     assert split_files(repo / "missing", "train") == ""
 
 
-def test_changed_params_lists_each_difference_as_text() -> None:
-    logged = {"train.lr": "0.003", "train.epochs": "20", "strategy": "full"}
+def test_changed_params_lists_each_difference_of_a_params_key_as_text() -> None:
+    logged = {"train.lr": "0.003", "train.epochs": "20", "strategy": "full", "train.new": "1", "model_file": "x"}
     base = {"train.lr": 0.003, "train.epochs": 20, "strategy": "linear", "train.seed": 0}
-    assert changed_params(logged, base) == (("strategy", "linear", "full"), ("train.seed", "0", "-"))
+    assert changed_params(logged, base) == (
+        ("strategy", "linear", "full"), ("train.new", "-", "1"), ("train.seed", "0", "-"))
+
+
+def test_a_promotion_record_prints_as_a_line_and_its_figures() -> None:
+    record = {"time": "T", "decision": "refused", "champion": "1", "gate": "failed", "by": "ann", "reason": None,
+              "figures": {"test.accuracy": "-2.00 points [-3.00 points, -1.00 points], p 0.01: worse"}}
+    assert promotion_lines(json.dumps(record)) == [
+        "    T refused against version 1, gate failed by ann",
+        "      test.accuracy: -2.00 points [-3.00 points, -1.00 points], p 0.01: worse"]
+    assert source_uri('{"uri": "s3://b/files/md5/ab/cd.dir"}') == "s3://b/files/md5/ab/cd.dir"
 
 
 def test_differences_name_every_file_that_does_not_match(tmp_path: Path) -> None:

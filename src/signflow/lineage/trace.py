@@ -11,6 +11,7 @@ what was recorded when the model was made.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -57,19 +58,33 @@ class Trace:
     promotions: tuple[tuple[str, str], ...]  # (tag, record), oldest first
 
 
+def source_uri(source: str) -> str:
+    """The location in a dataset's source, which MLflow stores as JSON (``{"uri": ...}``)."""
+    try:
+        parsed = json.loads(source)
+    except ValueError:
+        return source
+    return str(parsed.get("uri", source)) if isinstance(parsed, dict) else source
+
+
 def data_records(run: Any) -> tuple[DataRecord, ...]:
     """The run's dataset inputs (train, validation, test), as logged by the stages."""
     records = []
     for item in run.inputs.dataset_inputs if run.inputs else []:
         tags = {t.key: t.value for t in item.tags}
         records.append(DataRecord(tags.get(CONTEXT_TAG, MISSING), item.dataset.name, item.dataset.digest,
-                                  item.dataset.source, tags.get(INPUT_FILES_TAG, "")))
+                                  source_uri(item.dataset.source), tags.get(INPUT_FILES_TAG, "")))
     return tuple(sorted(records, key=lambda r: r.name))
 
 
 def changed_params(logged: Mapping[str, str], base: Mapping[str, Any]) -> tuple[tuple[str, str, str], ...]:
-    """The keys whose logged value differs from the base revision's (as text, the way MLflow keeps params)."""
-    keys = sorted(set(logged) | set(base))
+    """The params.yaml keys whose logged value differs from the base revision's (as text, as MLflow keeps params).
+
+    Only keys of params.yaml's sections: MLflow logs other params beside them
+    (a pyfunc's ``model_config``), which no revision's params.yaml sets.
+    """
+    sections = {key.split(".")[0] for key in base}
+    keys = sorted(set(base) | {key for key in logged if key.split(".")[0] in sections})
     return tuple((k, str(base.get(k, MISSING)), logged.get(k, MISSING)) for k in keys
                  if str(base.get(k, MISSING)) != logged.get(k, MISSING))
 
@@ -111,5 +126,20 @@ def trace_text(trace: Trace) -> str:
     lines += [f"    {key}: {value:.6g}" for key, value in trace.metrics.items()] or ["    none recorded"]
     if trace.promotions:
         lines.append("  promotion record:")
-        lines += [f"    {key[len(PROMOTION_TAG_PREFIX):]}: {value}" for key, value in trace.promotions]
+        lines += [line for _, value in trace.promotions for line in promotion_lines(value)]
     return "\n".join(lines)
+
+
+def promotion_lines(value: str) -> list[str]:
+    """One recorded decision (signflow.lineage.promotion's JSON): who, when, what, against what, the figures."""
+    try:
+        record = json.loads(value)
+    except ValueError:
+        return [f"    {value}"]
+    against = f" against version {record['champion']}" if record.get("champion") else ""
+    gate = f", gate {record['gate']}" if record.get("gate") else ""
+    reason = f", reason: {record['reason']}" if record.get("reason") else ""
+    lines = [f"    {record.get('time', MISSING)} {record.get('decision', MISSING)}{against}{gate}"
+             f" by {record.get('by', MISSING)}{reason}"]
+    lines += [f"      {metric}: {figure}" for metric, figure in (record.get("figures") or {}).items()]
+    return lines
