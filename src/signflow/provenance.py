@@ -27,6 +27,8 @@ from signflow.processes import GIT_SECONDS, CommandError, git_head, run
 log = logging.getLogger(__name__)
 
 LOCK_FILE = Path("dvc.lock")
+PIPELINE_FILE = Path("dvc.yaml")
+OUTPUT_KEYS = ("outs", "metrics", "plots")  # a dvc.yaml stage's entries that DVC writes
 DATASET_OUT = "data/dataset"  # the add_unknown stage's out: every split, decoded (signflow.paths.DATASET_DIR)
 DATASET_STAGE = "add_unknown"
 # MLflow's dataset contexts, and the files of each split inside data/dataset (signflow.data.arrays).
@@ -138,10 +140,27 @@ def data_inputs(root: Path, lock: Mapping, splits: Sequence[str]) -> tuple[DataI
                            split_files(listing, split)) for split in splits)
 
 
+def pipeline_outputs(root: Path) -> list[str]:
+    """What ``dvc.yaml`` says the stages write (outs, metrics, plots), as paths."""
+    import yaml
+
+    path = root / PIPELINE_FILE
+    stages = (yaml.safe_load(path.read_text()) or {}).get("stages", {}) if path.exists() else {}
+    return [entry if isinstance(entry, str) else next(iter(entry))
+            for stage in stages.values() for key in OUTPUT_KEYS for entry in stage.get(key) or []]
+
+
 def workspace_dirty(root: Path) -> bool | None:
-    """Whether git sees uncommitted changes in ``root`` (None outside git)."""
+    """Whether git sees uncommitted changes in ``root`` besides what DVC writes (None outside git).
+
+    A `dvc repro` rewrites ``dvc.lock`` and the outputs kept in git
+    (``metrics/``, ``reports/``) as it goes, so they never count: the flag
+    says whether the code, params or pipeline differ from the commit.
+    """
+    excluded = [f":(exclude){p}" for p in (LOCK_FILE.as_posix(), *pipeline_outputs(root))]
     try:
-        result = run(["git", "status", "--porcelain", "--untracked-files=no"], root, timeout=GIT_SECONDS, check=False)
+        result = run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", *excluded], root,
+                     timeout=GIT_SECONDS, check=False)
     except CommandError:
         return None
     return bool(result.stdout.strip()) if result.returncode == 0 else None

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import warnings
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,8 +108,10 @@ class Tracker:
 
         self._call("set_tags", mlflow.set_tags, lineage.tags)
         if lineage.inputs:
-            datasets = [MetaDataset(resolve_dataset_source(i.source), name=i.name, digest=i.digest)
-                        for i in lineage.inputs]
+            with warnings.catch_warnings():  # "can be interpreted in multiple ways": the local path, either way
+                warnings.simplefilter("ignore", UserWarning)
+                datasets = [MetaDataset(resolve_dataset_source(i.source), name=i.name, digest=i.digest)
+                            for i in lineage.inputs]
             self._call("log_inputs", mlflow.log_inputs, datasets, [i.context for i in lineage.inputs],
                        [{INPUT_FILES_TAG: i.files} if i.files else None for i in lineage.inputs])
 

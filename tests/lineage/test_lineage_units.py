@@ -56,7 +56,20 @@ def test_lineage_names_commit_experiment_and_each_split_by_its_dvc_hash(repo: Pa
     assert [(i.context, i.digest) for i in lineage.inputs] == [("train", DIGEST), ("test", DIGEST)]
     assert lineage.inputs[1].files == f"test.csv={'a' * 32} test.npy={'b' * 32}"
     assert lineage.inputs[0].source.endswith(f"/.dvc/cache/files/md5/{DIGEST[:2]}/{DIGEST[2:]}")
-    (repo / "dvc.lock").write_text((repo / "dvc.lock").read_text() + "\n# edited\n")
+
+
+def test_only_changes_besides_what_dvc_writes_make_the_workspace_dirty(repo: Path) -> None:
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"evaluate": {
+        "cmd": "true", "metrics": [{"metrics/evaluate.json": {"cache": False}}], "outs": ["reports/pipeline"]}}}))
+    for path in ("params.yaml", "metrics/evaluate.json", "reports/pipeline/report.md"):
+        (repo / path).parent.mkdir(parents=True, exist_ok=True)
+        (repo / path).write_text("1\n")
+    git(repo, "add", ".")
+    git(repo, "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "files")
+    for path in ("dvc.lock", "metrics/evaluate.json", "reports/pipeline/report.md"):  # what `dvc repro` rewrites
+        (repo / path).write_text((repo / path).read_text() + "# rewritten\n")
+    assert collect_lineage(repo, ("test",)).tags[TAG_DIRTY] == "false"
+    (repo / "params.yaml").write_text("2\n")
     assert collect_lineage(repo, ("test",)).tags[TAG_DIRTY] == "true"
 
 
