@@ -46,6 +46,7 @@ LONGEST_FILES_FIRST = (
     "tests/review/test_review_pipeline.py",  # 115
     "tests/docs/test_commands.py",  # 105
     "tests/commands/test_remote.py",  # 70
+    "tests/sweep/test_sweep_seeds_pipeline.py",  # 110 under load, the shared build aside
     "tests/reliability/test_interrupts.py",  # 70
     "tests/reliability/test_mlflow_faults.py",  # 50
     "tests/reliability/test_determinism.py",  # 40

@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 
 from signflow.commands.sweep import DEFAULT_OUT
 from signflow.parallel import available_cores
+from signflow.provenance import WORKSPACE
 from signflow.sweep.runner import SUCCESS, experiment_states
 from signflow.tracking import EXPERIMENT
 
@@ -193,7 +194,9 @@ def test_pipeline_logs_to_the_server_then_two_queue_workers_log_one_named_run_ea
 
     # The server: one run per experiment, named after it (the train stage reads DVC_EXP_NAME), the cores shared.
     experiment = client.get_experiment_by_name(EXPERIMENT)
-    runs = client.search_runs([experiment.experiment_id], filter_string="tags.dvc_experiment != ''")
+    # A plain `dvc repro` is the experiment "workspace" (signflow.provenance): only the sweep's runs here.
+    runs = client.search_runs([experiment.experiment_id],
+                              filter_string=f"tags.dvc_experiment != '' and tags.dvc_experiment != '{WORKSPACE}'")
     by_name = {r.info.run_name: r for r in runs}
     assert sorted(r.info.run_name for r in runs) == sorted(SWEEP_LRS), [r.info.run_name for r in runs]
     for name, lr in SWEEP_LRS.items():

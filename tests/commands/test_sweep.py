@@ -40,7 +40,9 @@ def test_add_arguments_defaults() -> None:
     assert args.set_params == ["strategy=linear,full"] and args.grid is None and args.jobs == 1
     assert args.prefix == "sweep" and args.sort_by == "test.accuracy" and args.timeout is None
     assert not args.ascending and args.out == DEFAULT_OUT
-    for bad in (["--jobs", "0"], ["--timeout", "0"], ["--timeout", "soon"]):
+    assert args.seeds == 1 and args.seed_keys == ["train.seed"] and args.name is None
+    assert parser.parse_args(["--seed-keys", "train.seed,split.seed"]).seed_keys == ["train.seed", "split.seed"]
+    for bad in (["--jobs", "0"], ["--timeout", "0"], ["--timeout", "soon"], ["--seeds", "0"]):
         with pytest.raises(SystemExit):
             parser.parse_args(bad)
 
@@ -61,6 +63,19 @@ def test_dry_run_prints_the_planned_points_and_runs_nothing(
     assert not Path(DEFAULT_OUT).exists()
 
 
+def test_dry_run_over_seeds_lists_each_points_experiments(
+    workspace: list[list[str]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = cli.main(["sweep", "--dry-run", *SIMPLE_CNN, "-S", "strategy=scratch", "-S", "train.lr=0.01,0.1",
+                     "--seeds", "2", "--seed-keys", "train.seed,split.seed", "--sort-by", "test.accuracy"])
+    assert code == EXIT_OK and workspace == []
+    header, _, *body = capsys.readouterr().out.splitlines()
+    assert header.startswith("| experiment | point | train.seed | split.seed | model.backbone |")
+    cells = [[cell.strip() for cell in line.strip("|").split("|")] for line in body]
+    assert [row[:4] for row in cells] == [["sweep-1-s0", "sweep-1", "0", "0"], ["sweep-1-s1", "sweep-1", "1", "1"],
+                                          ["sweep-2-s0", "sweep-2", "0", "0"], ["sweep-2-s1", "sweep-2", "1", "1"]]
+
+
 def test_an_invalid_grid_exits_2_before_any_command(
     workspace: list[list[str]], caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -68,3 +83,5 @@ def test_an_invalid_grid_exits_2_before_any_command(
     assert workspace == [] and "sweep-2 (strategy=foo): params.yaml: strategy='foo' is invalid" in caplog.text
     assert cli.main(["sweep", "-S", "strategy=full", "--sort-by", "nope"]) == EXIT_ERROR
     assert workspace == [] and "--sort-by 'nope'" in caplog.text
+    assert cli.main(["sweep", "-S", "train.seed=0,1", "--seeds", "2"]) == EXIT_ERROR
+    assert workspace == [] and "train.seed is in the grid and --seeds 2 is given" in caplog.text

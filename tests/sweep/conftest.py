@@ -11,6 +11,7 @@ import yaml
 from signflow import processes
 
 from .fakes import FakeDvc
+from http_server import free_port
 
 
 @pytest.fixture
@@ -32,11 +33,13 @@ def params_file(tmp_path: Path, params: dict[str, Any]) -> Path:
 
 @pytest.fixture
 def fake_dvc(monkeypatch: pytest.MonkeyPatch) -> FakeDvc:
-    """A FakeDvc in place of every dvc/git call (``signflow.processes.run``), with no pause between polls."""
+    """A FakeDvc in place of every dvc/git call (``signflow.processes.run``), with no pause between polls; the
+    tracking server is down (the parent run is tested against a real store in test_mlflow_parent.py)."""
     from signflow.sweep import runner
 
     fake = FakeDvc()
     monkeypatch.setattr(processes, "run", fake)
     monkeypatch.setattr(runner, "POLL_SECONDS", 0)
     monkeypatch.setenv("TQDM_MININTERVAL", "10")  # setup_logging sets it off a terminal
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")  # nothing listens there
     return fake

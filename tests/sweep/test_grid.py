@@ -167,6 +167,38 @@ def test_invalid_points_name_the_point_and_key(params_file: Path, overrides: lis
     assert "\n" not in str(err.value)
 
 
+def test_seeds_repeat_every_point_with_each_seed_key_set(params_file: Path) -> None:
+    planned = grid.plan_points(params_file, ["strategy=linear,scratch", "train.lr=0.01"], seeds=2,
+                               seed_keys=["train.seed", "split.seed"])
+    assert [(p.name, p.point, p.skip_reason is None) for p in planned] == [
+        ("sweep-1-s0", "sweep-1", False), ("sweep-1-s1", "sweep-1", False),  # linear on simple_cnn: skipped
+        ("sweep-2-s0", "sweep-2", True), ("sweep-2-s1", "sweep-2", True)]
+    assert planned[3].set_args() == ["-S", "strategy=scratch", "-S", "train.lr=0.01", "-S", "train.seed=1",
+                                     "-S", "split.seed=1"]
+    assert planned[3].values == {"strategy": "scratch", "train.lr": 0.01, "train.seed": 1, "split.seed": 1}
+    assert [p.index for p in planned] == [1, 2, 3, 4]
+    (single,) = grid.plan_points(params_file, ["train.lr=0.01"], seeds=1)
+    assert single.name == "sweep-1" and single.point == "sweep-1" and single.group == ""
+
+
+def test_a_seed_key_in_the_grid_groups_points_by_the_other_keys(params_file: Path) -> None:
+    planned = grid.plan_points(params_file, ["train.lr=0.01,0.1", "train.seed=7,42"], prefix="lr")
+    assert [(p.name, p.point, p.values["train.lr"]) for p in planned] == [
+        ("lr-1-s7", "lr-1", 0.01), ("lr-1-s42", "lr-1", 0.01), ("lr-2-s7", "lr-2", 0.1), ("lr-2-s42", "lr-2", 0.1)]
+    with pytest.raises(SweepError, match="train.seed is in the grid and --seeds 3 is given"):
+        grid.plan_points(params_file, ["train.lr=0.01", "train.seed=0,1"], seeds=3)
+
+
+@pytest.mark.parametrize(("keys", "message"), [
+    (["train.seed", "train.seed"], "--seed-keys 'train.seed,train.seed': give distinct"),
+    ([""], "--seed-keys ''"),
+    (["train.sead"], "train.sead"),  # not a params key: the point fails validation, before anything is queued
+])
+def test_bad_seed_keys_fail_before_queueing(params_file: Path, keys: list[str], message: str) -> None:
+    with pytest.raises(SweepError, match=message):
+        grid.plan_points(params_file, ["train.lr=0.01"], seeds=2, seed_keys=keys)
+
+
 def test_exponent_floats_reach_the_config_as_floats(params_file: Path) -> None:
     """DVC writes `lr: 1e-05` (YAML 1.2); signflow.config's loader reads that as the float it is."""
     (point,) = grid.plan_points(params_file, ["train.lr=1e-5"])

@@ -49,7 +49,8 @@ def test_a_failed_experiments_note_is_its_error() -> None:
 
 
 def test_sweep_queues_waits_and_tables(
-    fake_dvc: FakeDvc, params_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    fake_dvc: FakeDvc, params_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     monkeypatch.chdir(params_file.parent)
     out = params_file.parent / "out" / "grid.md"
@@ -73,6 +74,37 @@ def test_sweep_queues_waits_and_tables(
         ("sweep-1", SUCCESS), ("sweep-2", FAILED), ("sweep-3", SKIPPED), ("sweep-4", SKIPPED)]
     assert "WeightsUnavailableError" in table[1]["note"] and "simple_cnn" in table[2]["note"]
     assert list(table[0])[:3] == ["experiment", "strategy", "train.lr"]
+    # The tracking server is down: the MLflow record is one warning, the table is written anyway.
+    assert "MLflow: could not record sweep sweep" in caplog.text
+
+
+def test_sweep_over_seeds_tables_each_points_statistics(
+    fake_dvc: FakeDvc, params_file: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(params_file.parent)
+    pipeline = "stages:\n  train: {cmd: 'true'}\n  evaluate: {cmd: 'true'}\n"
+    (params_file.parent / runner.PIPELINE_FILE).write_text(pipeline)
+    out = params_file.parent / "out" / "seeds.md"
+    code = cli.main(["sweep", "-S", "train.lr=0.01,1e-3", "--seeds", "2", "--prefix", "lr", "--out", str(out),
+                     "--stage", "evaluate"])
+    assert code == command.EXIT_OK  # the fake fails names ending in -2: none here
+    assert fake_dvc.queued == ["lr-1-s0", "lr-1-s1", "lr-2-s0", "lr-2-s1"]
+    assert fake_dvc.dvc_calls("dvc", "exp", "run")[1][-3:] == ["-S", "train.seed=1", "evaluate"]
+    summary = list(csv.DictReader(out.with_suffix(".csv").read_text().splitlines()))
+    assert [row["point"] for row in summary] == ["lr-2", "lr-1"]  # the fake's accuracy grows with the queue order
+    assert summary[0]["n"] == "2" and float(summary[0]["test.accuracy.mean"]) == pytest.approx(0.75)  # 0.7, 0.8
+    assert float(summary[0]["test.accuracy.low"]) < 0.75 < float(summary[0]["test.accuracy.high"])
+    runs = list(csv.DictReader(command.table.runs_csv_path(out).read_text().splitlines()))
+    assert len(runs) == 4 and capsys.readouterr().out == out.read_text()
+
+
+def test_an_unknown_stage_stops_the_sweep_before_any_dvc_call(
+    fake_dvc: FakeDvc, params_file: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.chdir(params_file.parent)
+    (params_file.parent / runner.PIPELINE_FILE).write_text("stages:\n  train: {cmd: 'true'}\n")
+    assert cli.main(["sweep", "-S", "train.lr=0.01", "--stage", "evaluat"]) == command.EXIT_ERROR
+    assert fake_dvc.calls == [] and "--stage 'evaluat': not a stage of dvc.yaml; choose one of train" in caplog.text
 
 
 def test_names_in_use_stop_the_sweep_before_queueing(fake_dvc: FakeDvc, params_file: Path) -> None:

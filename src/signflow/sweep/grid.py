@@ -9,7 +9,10 @@ A --grid file (dotted key -> list of values) is spelled into that grammar by
 Hydra's own printer. Each point is then applied to a copy of ``params.yaml`` by
 DVC's ``apply_overrides`` (what a queued experiment does to its params.yaml) and
 validated by ``load_config``; points that validate but make no sense are skipped
-with the reason.
+with the reason. Over seeds (`--seeds N`), each point becomes N experiments
+`<point>-s<seed>` that set the seed keys (``train.seed`` by default) to 0..N-1,
+each validated like any point; a grid that varies a seed key itself is grouped
+by its other keys instead.
 """
 
 from __future__ import annotations
@@ -41,6 +44,8 @@ DEFAULT_PREFIX = "sweep"
 MAX_PREFIX_LENGTH = 40
 # A git-ref-safe experiment name prefix: DVC stores experiments as refs/exps/.../<name>.
 PREFIX_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+DEFAULT_SEED_KEYS = ("train.seed",)
+SEED_SUFFIX = "-s"  # experiment name = <point>-s<seed>
 PARAMS_FILE = paths.PARAMS.as_posix()  # the file a sweep sets keys of (DVC's default for `-S key=value`)
 GRID_EXAMPLE = "train.lr: [0.01, 0.001]"
 
@@ -58,10 +63,16 @@ class Point:
     overrides: tuple[str, ...]  # `key=value` as DVC's sweep expansion spells them, passed on as `-S`
     values: dict[str, Any]  # dotted key -> value, as Hydra parses the override
     skip_reason: str | None = None
+    group: str = ""  # the grid point this experiment repeats over seeds ("" when there are no seeds)
 
     @property
     def label(self) -> str:
         return " ".join(self.overrides)
+
+    @property
+    def point(self) -> str:
+        """The grid point's name: its seeds' shared group, else the experiment's own name."""
+        return self.group or self.name
 
     def set_args(self) -> list[str]:
         """`-S key=value` arguments for `dvc exp run`."""
@@ -218,6 +229,65 @@ def expand(overrides: Sequence[str], prefix: str = DEFAULT_PREFIX) -> list[Point
     return points
 
 
+# ------------------------------------------------------------------ seeds
+
+
+def seed_keys_in(overrides: Sequence[str], seed_keys: Sequence[str]) -> list[str]:
+    """The seed keys the grid itself varies (then the grid's points are already the seeds)."""
+    return [key for key in grid_keys(overrides) if key in seed_keys]
+
+
+def repeat_over_seeds(points: Sequence[Point], seeds: int, seed_keys: Sequence[str]) -> list[Point]:
+    """Each point as ``seeds`` experiments, ``<point>-s<seed>`` with every seed key set to seed 0..seeds-1."""
+    repeated = []
+    for point in points:
+        for seed in range(seeds):
+            extra = tuple(f"{key}={seed}" for key in seed_keys)
+            repeated.append(Point(len(repeated) + 1, f"{point.name}{SEED_SUFFIX}{seed}", point.overrides + extra,
+                                  {**point.values, **dict.fromkeys(seed_keys, seed)}, group=point.name))
+    return repeated
+
+
+def _seed_label(values: Mapping[str, Any], seed_keys: Sequence[str], position: int) -> str:
+    """The grid's own seed value when it is a plain int on the one seed key varied, else the position."""
+    varied = [values[key] for key in seed_keys if key in values]
+    only = varied[0] if len(varied) == 1 else None
+    return str(only) if isinstance(only, int) and not isinstance(only, bool) and only >= 0 else str(position)
+
+
+def group_by_seed(points: Sequence[Point], seed_keys: Sequence[str], prefix: str) -> list[Point]:
+    """A grid that varies seed keys itself: points sharing every other value form one group `<prefix>-<k>`."""
+    groups: dict[str, list[int]] = {}
+    for i, point in enumerate(points):
+        rest = {key: value for key, value in point.values.items() if key not in seed_keys}
+        groups.setdefault(repr(sorted(rest.items())), []).append(i)
+    named = list(points)
+    for k, members in enumerate(groups.values(), start=1):
+        for position, i in enumerate(members):
+            label = _seed_label(points[i].values, seed_keys, position)
+            named[i] = dataclasses.replace(points[i], name=f"{prefix}-{k}{SEED_SUFFIX}{label}", group=f"{prefix}-{k}")
+    return named
+
+
+def check_seed_keys(keys: Sequence[str]) -> list[str]:
+    if not keys or len(set(keys)) != len(keys) or not all(keys):
+        raise SweepError(f"--seed-keys {','.join(keys)!r}: give distinct dotted params keys "
+                         "(e.g. train.seed,split.seed)")
+    return list(keys)
+
+
+def seeded_points(
+    points: Sequence[Point], overrides: Sequence[str], seeds: int, seed_keys: Sequence[str], prefix: str
+) -> list[Point]:
+    """The experiments of a grid over seeds: --seeds N repeats each point, a seed key in the grid groups them."""
+    in_grid = seed_keys_in(overrides, seed_keys)
+    if in_grid and seeds > 1:
+        raise SweepError(f"{in_grid[0]} is in the grid and --seeds {seeds} is given: give the seeds one way")
+    if in_grid:
+        return group_by_seed(points, seed_keys, prefix)
+    return repeat_over_seeds(points, seeds, seed_keys) if seeds > 1 else list(points)
+
+
 def _pretrained_strategy_without_weights(cfg: Config) -> str | None:
     if STRATEGIES[cfg.strategy].pretrained and not BACKBONE_ENTRIES[cfg.model.backbone].pretrained:
         return (f"strategy {cfg.strategy} needs pretrained weights but backbone {cfg.model.backbone} "
@@ -256,14 +326,18 @@ def check_point(params_text: str, point: Point, copy: Path) -> Config:
         raise SweepError(f"{point.name} ({point.label}): {err}") from None
 
 
-def plan_points(params_path: Path, overrides: Sequence[str], prefix: str = DEFAULT_PREFIX) -> list[Point]:
-    """Expand the grid and check every point against ``params_path`` before anything is queued:
-    an invalid point is an error, a senseless one is skipped with the reason."""
+def plan_points(
+    params_path: Path, overrides: Sequence[str], prefix: str = DEFAULT_PREFIX, seeds: int = 1,
+    seed_keys: Sequence[str] = DEFAULT_SEED_KEYS,
+) -> list[Point]:
+    """Expand the grid (over ``seeds`` when asked) and check every experiment against ``params_path`` before
+    anything is queued: an invalid one is an error, a senseless one is skipped with the reason."""
     params, text = load_params(params_path), Path(params_path).read_text()
+    experiments = seeded_points(expand(overrides, prefix), overrides, seeds, check_seed_keys(seed_keys), prefix)
     planned = []
     with tempfile.TemporaryDirectory(prefix="signflow-sweep-") as workdir:
         copy = Path(workdir) / paths.PARAMS.name
-        for point in expand(overrides, prefix):
+        for point in experiments:
             reason = skip_reason(check_point(text, point, copy))
             if reason:
                 log.info("skipping %s (%s): %s", point.name, point.label, reason)

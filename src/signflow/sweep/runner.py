@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import yaml
 from tqdm import tqdm
 
 from signflow import paths, processes
@@ -32,6 +33,7 @@ TOOL_CALL_SECONDS = 600.0  # bound on every other dvc call
 MAX_POLL_FAILURES = 5  # consecutive failed polls (e.g. a git lock held by a worker) before giving up
 FALLBACK_TAIL_LINES = 3  # log lines kept as a failed point's error when no exception line is found
 MAX_TAIL_LINES = 8  # cap on the lines kept from the last exception line onwards
+PIPELINE_FILE = "dvc.yaml"  # the stages an experiment may stop at (--stage)
 # A traceback's last line, or a stage's one-line user error (signflow.logs.error_line).
 EXCEPTION_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Interrupt)\b.*:|signflow: error: )")
 
@@ -128,10 +130,23 @@ def check_names_free(points: Sequence[Point], states: Mapping[str, ExperimentSta
         )
 
 
-def queue_points(points: Sequence[Point], repo: Path) -> None:
+def check_stage(repo: Path, stage: str) -> str:
+    """``stage`` when ``repo``'s dvc.yaml declares it (checked before anything is queued)."""
+    try:
+        stages = list((yaml.safe_load((repo / PIPELINE_FILE).read_text()) or {}).get("stages", {}))
+    except (OSError, yaml.YAMLError) as err:
+        raise SweepError(f"--stage {stage}: cannot read {PIPELINE_FILE} ({err})") from None
+    if stage not in stages:
+        raise SweepError(f"--stage {stage!r}: not a stage of {PIPELINE_FILE}; choose one of {', '.join(stages)}")
+    return stage
+
+
+def queue_points(points: Sequence[Point], repo: Path, stage: str | None = None) -> None:
+    """`dvc exp run --queue` per point: the whole pipeline, or up to ``stage`` (and what it depends on)."""
+    target = [stage] if stage else []
     for point in points:
         try:
-            dvc(["exp", "run", "--queue", "-n", point.name, *point.set_args()], repo)
+            dvc(["exp", "run", "--queue", "-n", point.name, *point.set_args(), *target], repo)
         except CommandError as err:
             raise SweepError(f"{err} (already queued: remove with `dvc queue remove --queued`)") from None
         log.info("queued %s: %s", point.name, point.label)
@@ -191,19 +206,24 @@ def failure_notes(names: Sequence[str], states: Mapping[str, ExperimentState], r
 
 @dataclass(frozen=True)
 class Outcome:
-    """What the queue made of a sweep: each queued point's state, and a note for each that did not succeed."""
+    """What the queue made of a sweep: each queued point's state, a note for each that did not succeed, and the
+    baseline commit the experiments ran on."""
 
     states: dict[str, ExperimentState]
     notes: dict[str, str]
+    baseline: str = ""
 
 
-def run_points(repo: Path, points: Sequence[Point], jobs: int, timeout: float | None = None) -> Outcome:
-    """Queue the points not skipped (after checking their names are free), start ``jobs`` workers, wait."""
+def run_points(
+    repo: Path, points: Sequence[Point], jobs: int, timeout: float | None = None, stage: str | None = None
+) -> Outcome:
+    """Queue the points not skipped (after checking their names are free), each up to ``stage`` (default: the
+    whole pipeline), start ``jobs`` workers, wait."""
     queued = [point for point in points if point.skip_reason is None]
     baseline = baseline_commit(repo)
     check_names_free(points, experiment_states(exp_show(repo), baseline))
-    queue_points(queued, repo)
+    queue_points(queued, repo, stage)
     dvc(["queue", "start", "-j", str(jobs)], repo)
     names = [point.name for point in queued]
     states = wait_for(names, repo, baseline, timeout)
-    return Outcome(states, failure_notes(names, states, repo))
+    return Outcome(states, failure_notes(names, states, repo), baseline)
