@@ -55,6 +55,8 @@ COMMANDS: dict[str, Command] = {
     # = remote.DESCRIPTION (a test checks), written out so --help does not import remote.
     "remote": command("configure the default DVC remote that dvc push/pull use for data and models", "remote"),
     "sweep": command("queue a grid of experiments on the DVC queue, run them, tabulate the results", "sweep"),
+    "tune": command("search hyper-parameters with Optuna, each trial a DVC experiment on the queue (signflow[tune])",
+                    "tune"),
     "mlflow-server": command("run an MLflow tracking server (SQL store, proxied artifacts) on 127.0.0.1",
                              "mlflow_server"),
     "trace": command("where a model came from (commit, experiment, data hashes, params, metrics); --restore DIR "

@@ -617,3 +617,35 @@ def test_patience_running_out_on_the_last_epoch_is_not_an_early_stop(
     cfg = _cfg(base_cfg, "linear", backbone="simple_cnn", weights="none", epochs=2, lr=1e-12, patience=1)
     result = _fit(build_model(cfg), cfg, train_set, val_set, tmp_path, device)
     assert len(result.history) == 2 and not result.stopped_early
+
+
+# ---- stopping on a callback's request (a pruned tuning trial) ---------------------------------
+
+
+def test_a_callback_returning_true_stops_the_run_as_pruned_and_a_rerun_outside_the_study_trains_on(
+    base_cfg, train_set, val_set, tmp_path, device
+) -> None:
+    cfg = _cfg(base_cfg, "linear", backbone="simple_cnn", weights="none", epochs=4, patience=0)
+    seen: list[int] = []
+
+    def prune_after_second_epoch(stats: EpochStats) -> bool:
+        seen.append(stats.epoch)
+        return stats.epoch == 1
+
+    result = _fit(build_model(cfg), cfg, train_set, val_set, tmp_path, device, callbacks=(prune_after_second_epoch,))
+
+    assert seen == [0, 1] and len(result.history) == 2 and result.pruned
+    assert result.summary()["pruned"] is True and result.summary()["epochs_run"] == 2
+    assert (tmp_path / BEST_FILE).exists()
+    # Outside the study (no callback asks to stop) the same directory resumes and trains every epoch.
+    again = _fit(build_model(cfg), cfg, train_set, val_set, tmp_path, device)
+    assert len(again.history) == 4 and not again.pruned and "pruned" not in again.summary()
+
+
+def test_a_stop_asked_on_the_last_epoch_is_a_full_run_not_a_pruned_one(
+    base_cfg, train_set, val_set, tmp_path, device
+) -> None:
+    cfg = _cfg(base_cfg, "linear", backbone="simple_cnn", weights="none", epochs=2, patience=0)
+    full = _fit(build_model(cfg), cfg, train_set, val_set, tmp_path, device,
+                callbacks=(lambda stats: stats.epoch == 1,))
+    assert len(full.history) == 2 and not full.pruned and "pruned" not in full.summary()

@@ -104,6 +104,7 @@ class TrainResult:
     images_per_second: float = 0.0
     stopped_early: bool = False
     resumed_from_epoch: int | None = None
+    pruned: bool = False  # an epoch callback stopped it (a tuning trial its study pruned); never in last.pt
 
     def summary(self) -> dict[str, Any]:
         """Flat values for metrics/train.json: the results, no timings (the same run gives the same file)."""
@@ -113,6 +114,8 @@ class TrainResult:
             "best_val_loss": round(self.best_val_loss, 6),
             "epochs_run": len(self.history),
             "stopped_early": self.stopped_early,
+            # Only when true: a run that was not pruned writes the same file inside a study as outside.
+            **({"pruned": True} if self.pruned else {}),
         }
 
     def timings(self) -> dict[str, float]:
@@ -123,7 +126,8 @@ class TrainResult:
         }
 
 
-EpochCallback = Callable[[EpochStats], None]
+# Called after each epoch; returning True asks ``fit`` to stop there (a pruned tuning trial).
+EpochCallback = Callable[[EpochStats], bool | None]
 
 
 class Feeder(Protocol):
@@ -554,15 +558,28 @@ def fit(
         loop.result.images_per_second = step_images / step_seconds if step_seconds else prior_rate
         improved = _record_epoch(run, stats)
         _save(run, epoch, improved, checkpoints)
-        for callback in callbacks:
-            callback(stats)
+        stop = _callbacks_stop(callbacks, stats)
         if loop.result.stopped_early:
             log.info("early stop: %s did not improve for %d epochs", cfg.monitor, cfg.patience)
+            break
+        if stop:
+            # Pruned only if epochs were left, as for early stopping.
+            loop.result.pruned = epoch < cfg.epochs - 1
+            log.info("stopped after epoch %d: an epoch callback asked to (a pruned tuning trial)", epoch + 1)
             break
     # A resumed run adds to the time already spent; with no new step, its rate stands.
     loop.result.train_seconds = prior_seconds + time.perf_counter() - start
     loop.result.images_per_second = step_images / step_seconds if step_seconds else prior_rate
     return loop.result
+
+
+def _callbacks_stop(callbacks: Sequence[EpochCallback], stats: EpochStats) -> bool:
+    """Run every callback; whether one asked to stop, as rank 0 decided (every rank must leave the loop together)."""
+    stop = any([bool(callback(stats)) for callback in callbacks])  # a list: every callback runs
+    if distributed.world_size() == 1:
+        return stop
+    flag = torch.tensor([stop], dtype=torch.uint8) if distributed.is_main() else None
+    return bool(distributed.broadcast_tensor(flag).item())
 
 
 def _checkpoint_state(

@@ -42,6 +42,7 @@ from signflow.training.loop import (
     TrainResult,
     fit,
 )
+from signflow.training.trial_link import trial_callbacks
 
 # metrics/train_history.csv: what the run learned, identical for the same run on any machine;
 # each epoch's duration goes to the timings history beside it (paths.TRAIN_TIMINGS_HISTORY).
@@ -146,12 +147,13 @@ class HistoryWriter:
 
 
 def epoch_callbacks(tracker: Tracker, out: TrainOutputs) -> list[EpochCallback]:
-    """What rank 0 does after each epoch: log it to MLflow, then rewrite the history files."""
+    """What rank 0 does after each epoch: log it to MLflow, rewrite the history files and, when the run is a
+    tuning trial (``signflow.training.trial_link``), report it to the study, which may stop the run."""
 
     def log_epoch(stats: EpochStats) -> None:
         tracker.log_metrics({k: v for k, v in asdict(stats).items() if k != "epoch"}, step=stats.epoch)
 
-    return [log_epoch, HistoryWriter(out)]
+    return [log_epoch, HistoryWriter(out), *trial_callbacks()]
 
 
 def _tags(cfg: Config, train_set: ArraySet, val_set: ArraySet) -> dict[str, str]:
