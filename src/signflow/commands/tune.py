@@ -57,6 +57,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default: sqlite:///{DEFAULT_OUT_DIR}/optuna.db in this repository)")
     parser.add_argument("--stage", metavar="STAGE",
                         help="run each trial up to this dvc.yaml stage, e.g. train (default: the whole pipeline)")
+    parser.add_argument("--push", metavar="GIT_REMOTE",
+                        help="push each finished trial's experiment there (`dvc exp push`), for the other clones "
+                             "tuning the study to `dvc exp pull` (default: no push)")
     parser.add_argument("--timeout", type=float_above(0, "a number of seconds"), metavar="SECONDS",
                         help="stop waiting after this long; running trials are collected by the next run")
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR,
@@ -76,7 +79,8 @@ def run(args: argparse.Namespace) -> int:
         tune.runner.check_stage(repo, args.stage)
     storage = tune.resolve_storage(args.storage, repo) if args.storage else tune.default_storage(repo, args.out_dir)
     (repo / args.out_dir).mkdir(parents=True, exist_ok=True)
-    request = tune.TuneRequest(repo, space, args.study, storage, args.trials, args.jobs, args.stage, args.timeout)
+    request = tune.TuneRequest(repo, space, args.study, storage, args.trials, args.jobs, args.stage, args.timeout,
+                                 args.push)
     try:
         with tempfile.TemporaryDirectory(prefix="signflow-tune-") as workdir:
             tune.check_space(space, repo / paths.PARAMS, Path(workdir))

@@ -382,6 +382,7 @@ class TuneRequest:
     jobs: int
     stage: str | None = None
     timeout: float | None = None
+    push: str | None = None  # a git remote each finished trial's experiment is pushed to (`dvc exp push`)
 
 
 def worker_env(request: TuneRequest) -> dict[str, str]:
@@ -437,6 +438,18 @@ def queue_trial(point: Point, request: TuneRequest) -> None:
     runner.queue_points([point], request.repo, request.stage)
 
 
+def push_experiment(name: str, request: TuneRequest) -> None:
+    """`dvc exp push REMOTE NAME`: the other clones see the trial after `dvc exp pull` (a failure is a warning:
+    the study already has the result, and the push can be repeated by hand)."""
+    if request.push is None:
+        return
+    try:
+        runner.dvc(["exp", "push", request.push, name], request.repo)
+    except CommandError as err:
+        log.warning("could not push %s to %s (%s); push it later with `dvc exp push %s %s`", name, request.push,
+                    processes.tail(str(err)), request.push, name)
+
+
 def run_study(request: TuneRequest, workdir: Path) -> Any:
     """Ask, queue, collect and tell until the study has ``request.trials`` finished trials (across every clone)
     or ``request.timeout`` passed; returns the study. Trials still queued at a timeout stay running in the study:
@@ -461,6 +474,8 @@ def run_study(request: TuneRequest, workdir: Path) -> Any:
                 note = runner.failure_notes([name], states, request.repo).get(name, "") if failed else ""
                 log.info("trial %d (%s): %s", number, name, tell(study, number, state, request.space, note))
                 del active[name]
+                if not failed:
+                    push_experiment(name, request)
         while len(active) < request.jobs and len(counted(study)) < request.trials:
             point = ask_trial(study, request, dists, params_text, workdir, clone)
             if point is None:
