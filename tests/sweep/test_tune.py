@@ -244,3 +244,14 @@ def test_an_unknown_experiment_or_unreachable_study_trains_without_pruning(tmp_p
     env = {trial_link.STORAGE_ENV: _storage(tmp_path), trial_link.STUDY_ENV: "s", "DVC_EXP_NAME": "other"}
     assert trial_link.trial_callbacks(env) == []
     assert trial_link.trial_callbacks({**env, trial_link.STUDY_ENV: "no-such-study"}) == []
+
+
+def test_without_optuna_tune_says_how_to_install_it_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    from signflow.cli import EXIT_USAGE, main
+
+    monkeypatch.setitem(__import__("sys").modules, "optuna", None)  # `import optuna` raises ImportError
+    monkeypatch.chdir(tmp_path)
+    assert main(["tune", "space.yaml"]) == EXIT_USAGE
+    assert capsys.readouterr().err.strip().splitlines() == [f"signflow: error: {tune.INSTALL_HINT}"]

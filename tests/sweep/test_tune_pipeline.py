@@ -51,7 +51,9 @@ def _project(reproduced: Reproduced, base: Path) -> Project:
     """The tiny project at EPOCHS epochs, committed, with Optuna importable by its stages and workers."""
     proj = reproduced_copy(reproduced, base, strategy="scratch", epochs=EPOCHS)
     params = proj.params()
-    params["train"]["threads"] = 0  # each queue worker takes its share of the cores
+    # One thread in the queue's workers and outside: the forced re-run of the best trial must match it exactly
+    # (float sums differ with the thread count).
+    params["train"]["threads"] = 1
     proj.set_params(params)
     proj.env["PYTHONPATH"] += os.pathsep + str(Path(optuna.__file__).resolve().parents[1])
     proj.run("git", "add", "-A")
@@ -133,7 +135,7 @@ def test_six_trials_on_two_workers_prune_the_bad_region_and_the_best_reproduces_
     again = json.loads((proj.root / TRAIN_SUMMARY).read_text())
     assert {key: again[key] for key in ("best_epoch", "epochs_run", "stopped_early")} == {
         key: expected[key] for key in ("best_epoch", "epochs_run", "stopped_early")}
-    assert again["best_val_loss"] == pytest.approx(expected["best_val_loss"], rel=1e-5)
+    assert again["best_val_loss"] == pytest.approx(expected["best_val_loss"], rel=1e-6)
     assert "pruned" not in again
 
 
@@ -141,11 +143,12 @@ def _wait_for_finished(proj: Project, name: str, count: int, proc: subprocess.Po
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert proc.poll() is None, "tune exited before it could be interrupted"
-        try:
-            if len(_finished(_study(proj, name))) >= count:
-                return
-        except KeyError:  # the study is not created yet
-            pass
+        if (proj.root / "sweeps" / "optuna.db").exists():
+            try:
+                if len(_finished(_study(proj, name))) >= count:
+                    return
+            except KeyError:  # the study is not created yet
+                pass
         time.sleep(2)
     pytest.fail(f"fewer than {count} finished trials after {timeout:.0f} s")
 
