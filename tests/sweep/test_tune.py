@@ -255,3 +255,14 @@ def test_without_optuna_tune_says_how_to_install_it_in_one_line(
     monkeypatch.chdir(tmp_path)
     assert main(["tune", "space.yaml"]) == EXIT_USAGE
     assert capsys.readouterr().err.strip().splitlines() == [f"signflow: error: {tune.INSTALL_HINT}"]
+
+
+def test_a_clone_is_done_when_the_study_has_its_trials_and_its_own_have_finished(tmp_path: Path) -> None:
+    study = tune.open_study(_storage(tmp_path), "s", _space(), CLONE)
+    mine, theirs = study.ask(), study.ask()
+    mine.set_user_attr(tune.ATTR_CLONE, CLONE)
+    theirs.set_user_attr(tune.ATTR_CLONE, "host:/clone-b")
+    assert not tune.is_done(study, 2, CLONE)  # its own trial still runs (e.g. after a timeout)
+    study.tell(mine, 0.5)
+    assert tune.is_done(study, 2, CLONE)  # the other clone collects its own
+    assert not tune.is_done(study, 3, CLONE)  # the study is short of trials

@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 EXIT_OK = 0
-EXIT_SHORT = 1  # the study has fewer finished trials than asked (timeout, or failed trials)
+EXIT_SHORT = 1  # the study is short of its trials, or this clone's are unfinished (timeout)
 EXIT_INTERRUPTED = 130  # Ctrl-C: 128 + SIGINT
 DEFAULT_TRIALS = 20
 DEFAULT_JOBS = 1
@@ -67,8 +67,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Entry for `signflow tune`: 0 when the study has the requested finished trials, 1 when it has fewer,
-    2 (a one-line error) when nothing could run, 130 on Ctrl-C."""
+    """Entry for `signflow tune`: 0 when the study has its trials (other clones' may still run) and this clone's
+    have finished, 1 when not (timeout), 2 (a one-line error) when nothing could run, 130 on Ctrl-C."""
     from signflow.sweep import tune
 
     tune.require_optuna()  # one line naming the extra to install
@@ -116,5 +116,4 @@ def report(request: TuneRequest, study: Any, out_dir: Path) -> int:
     mlflow_parent.record_sweep(resolve_tracking_uri(request.repo), request.study,
                                tune.runner.baseline_commit(request.repo), tune.own_experiments(study, clone),
                                [out, out.with_suffix(".csv"), *plots], tune.outcome_metrics(study, request.space))
-    done = sum(row["state"] in ("COMPLETE", "PRUNED") for row in rows)
-    return EXIT_OK if done >= request.trials else EXIT_SHORT
+    return EXIT_OK if tune.is_done(study, request.trials, clone) else EXIT_SHORT

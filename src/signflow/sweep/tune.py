@@ -24,6 +24,7 @@ import hashlib
 import logging
 import socket
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -542,7 +543,9 @@ def write_plots(study: Any, out_dir: Path, name: str, n_params: int) -> list[Pat
     for kind, draw in wanted.items():
         path = out_dir / f"{name}-{kind}.png"
         try:
-            axes = draw(study)
+            with warnings.catch_warnings():  # "experimental" since Optuna 2.2: nothing a user can act on
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                axes = draw(study)
             axes.figure.savefig(path, bbox_inches="tight")
             plt.close(axes.figure)
         except Exception as err:  # a plot is a convenience: the table is the result
@@ -560,6 +563,18 @@ def outcome_metrics(study: Any, space: Space) -> dict[str, float]:
     if best is not None:
         metrics[f"best/{space.metric}"] = best.value
     return metrics
+
+
+def is_done(study: Any, wanted: int, clone: str) -> bool:
+    """Whether the study has its ``wanted`` trials and none of this clone's is still running; another clone's
+    running trials count (that clone collects them), and are named in the log."""
+    running = [trial for trial in counted(study) if trial.state.name == "RUNNING"]
+    own = [trial.number for trial in running if trial.user_attrs.get(ATTR_CLONE) == clone]
+    others = [trial.number for trial in running if trial.user_attrs.get(ATTR_CLONE) != clone]
+    if others and not own:
+        log.info("trials %s run in other clones; their results reach the study when those clones tell them",
+                 ", ".join(map(str, others)))
+    return len(counted(study)) >= wanted and not own
 
 
 def own_experiments(study: Any, clone: str) -> list[str]:
