@@ -21,9 +21,13 @@ from typing import Any
 
 import pytest
 import yaml
+from mlflow.tracking import MlflowClient
 
+from signflow.provenance import TAG_EXPERIMENT
+from signflow.sweep.mlflow_parent import ARTIFACT_DIR, TAG_PARENT, TAG_SWEEP
 from signflow.sweep.runner import SUCCESS
 from signflow.sweep.tune import all_experiment_states
+from signflow.tracking import EXPERIMENT
 from signflow.training.trial_link import ATTR_EXPERIMENT
 
 from project_copy import Project, copy_built
@@ -125,6 +129,17 @@ def test_six_trials_on_two_workers_prune_the_bad_region_and_the_best_reproduces_
     assert f"best trial: {best.number} ({best_name})" in run.stdout
     assert (proj.root / "sweeps" / "e2e.md").exists() and (proj.root / "sweeps" / "e2e-history.png").exists()
     assert len((proj.root / "sweeps" / "e2e.csv").read_text().splitlines()) == 1 + 6
+
+    # The study is one MLflow parent run, the table and plots its artifacts, every trial's run nested under it.
+    client = MlflowClient(tracking_uri=store_uri(tmp_path))
+    experiment_id = client.get_experiment_by_name(EXPERIMENT).experiment_id
+    tagged = client.search_runs([experiment_id], filter_string=f"tags.`{TAG_SWEEP}` = 'e2e'")
+    (parent,) = [mlflow_run for mlflow_run in tagged if TAG_PARENT not in mlflow_run.data.tags]
+    children = [mlflow_run.data.tags[TAG_EXPERIMENT] for mlflow_run in tagged if mlflow_run is not parent]
+    assert sorted(children) == sorted(names)
+    assert parent.data.metrics["best/val_loss"] == pytest.approx(best.value)
+    artifacts = {Path(a.path).name for a in client.list_artifacts(parent.info.run_id, ARTIFACT_DIR)}
+    assert {"e2e.md", "e2e.csv", "e2e-history.png"} <= artifacts
 
     # The best trial, applied and trained again outside any study, gives the same metrics.
     expected = experiments[best_name].metrics[TRAIN_SUMMARY]

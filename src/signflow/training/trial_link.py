@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,7 @@ PRUNERS = {"median": "MedianPruner", "successive_halving": "SuccessiveHalvingPru
 METRICS = {"val_accuracy": True, "val_loss": False}
 # SQLite: the tuner and every worker write the same file; wait this long (s) for its lock, not SQLite's 5 s.
 SQLITE_BUSY_SECONDS = 60
+STORAGE_OPEN_ATTEMPTS, STORAGE_RETRY_SECONDS = 3, 1.0  # a new storage opened by two clones at once
 
 
 @dataclass(frozen=True)
@@ -56,11 +58,23 @@ def link_from_env(environ: Mapping[str, str] = os.environ) -> TrialLink | None:
 
 
 def open_storage(url: str) -> Any:
-    """Optuna's storage at ``url`` (any SQLAlchemy URL); SQLite waits for a busy file instead of failing."""
+    """Optuna's storage at ``url`` (any SQLAlchemy URL); SQLite waits for a busy file instead of failing.
+
+    Two clones opening a new storage at once both create its schema and one fails on the version row
+    (UNIQUE constraint on alembic_version): the schema is there then, so opening again succeeds.
+    """
     import optuna
+    from sqlalchemy.exc import IntegrityError
 
     kwargs = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else {}
-    return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    for attempt in range(STORAGE_OPEN_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+        except IntegrityError:
+            if attempt == STORAGE_OPEN_ATTEMPTS - 1:
+                raise
+            time.sleep(STORAGE_RETRY_SECONDS)
+    raise AssertionError("unreachable")
 
 
 def create_pruner(spec: Mapping[str, Any]) -> Any:
