@@ -60,17 +60,17 @@ def link_from_env(environ: Mapping[str, str] = os.environ) -> TrialLink | None:
 def open_storage(url: str) -> Any:
     """Optuna's storage at ``url`` (any SQLAlchemy URL); SQLite waits for a busy file instead of failing.
 
-    Two clones opening a new storage at once both create its schema and one fails on the version row
-    (UNIQUE constraint on alembic_version): the schema is there then, so opening again succeeds.
+    Two clones opening a new storage at once both create its schema and one of them fails ("table ... already
+    exists", or the UNIQUE alembic_version row): the schema is there then, so opening again succeeds.
     """
     import optuna
-    from sqlalchemy.exc import IntegrityError
+    from sqlalchemy.exc import IntegrityError, OperationalError
 
     kwargs = {"connect_args": {"timeout": SQLITE_BUSY_SECONDS}} if url.startswith("sqlite") else {}
     for attempt in range(STORAGE_OPEN_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
-        except IntegrityError:
+        except (IntegrityError, OperationalError):
             if attempt == STORAGE_OPEN_ATTEMPTS - 1:
                 raise
             time.sleep(STORAGE_RETRY_SECONDS)
