@@ -42,6 +42,7 @@ def _records(spec: Mapping[str, Sequence[int]]) -> list[RawRecord]:
 LONGEST_FILES_FIRST = (
     "tests/lineage/test_lineage_pipeline.py",  # 205: three experiments, restore, promotions, a served model
     "tests/test_tracking_server.py",  # 190, the build included
+    "tests/sweep/test_tune_pipeline.py",  # 250-400 (load): six trials, a resumed study, two clones
     "tests/training/test_distributed.py",  # 70
     "tests/review/test_review_pipeline.py",  # 115
     "tests/docs/test_commands.py",  # 105
