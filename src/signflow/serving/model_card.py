@@ -25,13 +25,11 @@ from signflow.config import SPLIT_NAMES, Config
 from signflow.data.manifest import ROLE_HELDOUT
 from signflow.evaluation.metrics import CONFIDENCE_LEVEL, wilson_interval
 from signflow.files import write_text
-from signflow.markdown import table
+from signflow.markdown import MISSING, table, value_text
 from signflow.serving.card_inputs import CardInputs, SizeBin
 
 log = logging.getLogger(__name__)
 
-DIGITS = 4  # decimals of metric values, as the pipeline report (signflow.evaluation.report.DIGITS)
-MISSING = "n/a"
 VERSION_DESCRIPTION_LIMIT = 5000  # MLflow's cap on a model version's description (its registry column)
 # Section headings, in card order (tests check each one is present).
 SECTIONS = (
@@ -67,15 +65,6 @@ def write_model_card(path: Path | str, markdown: str) -> None:
 # ------------------------------------------------------------------ formatting
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.{DIGITS}f}"
-    return str(value)
-
 
 def _mb(value: float | None) -> str:
     return MISSING if value is None else f"{value:.2f}"  # export.json keeps sizes to 2 decimals
@@ -90,13 +79,13 @@ def _interval(right: int, n: int) -> str:
     if n == 0:
         return MISSING
     low, high = wilson_interval(right, n, CONFIDENCE_LEVEL)
-    return f"{_fmt(right / n)} ({CONFIDENCE_LEVEL:.0%} CI {_fmt(low)}-{_fmt(high)})"
+    return f"{value_text(right / n)} ({CONFIDENCE_LEVEL:.0%} CI {value_text(low)}-{value_text(high)})"
 
 
 def _share_interval(share: float | None, n: float | None) -> str:
     """A share written to 6 decimals (evaluate.json) with its interval: the count is exact below 500,000 images."""
     if share is None or not n:
-        return _fmt(share)
+        return value_text(share)
     return _interval(round(share * int(n)), int(n))
 
 
@@ -140,8 +129,8 @@ def _summary(inputs: CardInputs) -> str:
     m = inputs.metrics
     low, high = m.get("test.accuracy_ci_low"), m.get("test.accuracy_ci_high")
     interval = "" if low is None or high is None else f" ({CONFIDENCE_LEVEL:.0%} CI {_pct(low)}-{_pct(high)})"
-    return (f"**Test accuracy {_pct(m.get('test.accuracy'))}{interval} on {_fmt(m.get('test.n'))} images, "
-            f"ECE {_fmt(m.get('test.ece'))}, open-set AUROC {_fmt(m.get('openset.auroc'))}**; "
+    return (f"**Test accuracy {_pct(m.get('test.accuracy'))}{interval} on {value_text(m.get('test.n'))} images, "
+            f"ECE {value_text(m.get('test.ece'))}, open-set AUROC {value_text(m.get('openset.auroc'))}**; "
             f"data: {SOURCE_TEXT.get(inputs.config.data.source, inputs.config.data.source)}.")
 
 
@@ -152,7 +141,7 @@ def _intended_use(inputs: CardInputs) -> str:
         f"Classifies one image of a traffic sign, cropped around the sign (RGB, resized to {s.get('image_size')} px "
         f"a side), as one of {len(targets)} sign types ({', '.join(targets)}) or \"{UNKNOWN_NAME}\". "
         "It answers \"unknown\" when its own unknown class wins or when its known-ness (the largest probability "
-        f"among the known classes) is below the threshold {_fmt(s.get('threshold'))}; `signflow predict` and "
+        f"among the known classes) is below the threshold {value_text(s.get('threshold'))}; `signflow predict` and "
         "`signflow.load_predictor` apply that rule.",
         "",
         "It does not find signs in a scene (no detector), and it is not validated for decisions without a "
@@ -183,10 +172,10 @@ def _training_data(inputs: CardInputs) -> str:
     parts = [
         f"Source: `data.source: {cfg.data.source}`: {SOURCE_TEXT.get(cfg.data.source, cfg.data.source)}. "
         f"Split by {cfg.split.group_by} ({fractions}; seed {cfg.split.seed}): no {cfg.split.group_by} in two "
-        f"splits ({_fmt(summary.get('tracks_shared_between_splits'))} shared). "
+        f"splits ({value_text(summary.get('tracks_shared_between_splits'))} shared). "
         f"Quarantined images (unreadable or out of range, in no split): "
-        f"{_fmt(summary.get('quarantined', {}).get('count', 0))}.",
-        table(["split", "images", "tracks", *labels, "held-out (never trained)"], rows, _fmt),
+        f"{value_text(summary.get('quarantined', {}).get('count', 0))}.",
+        table(["split", "images", "tracks", *labels, "held-out (never trained)"], rows, value_text),
         _hashes(inputs.lineage),
     ]
     return "\n\n".join(parts)
@@ -208,15 +197,15 @@ def _per_class(inputs: CardInputs) -> str:
     rows = [[r.name, ids.get(r.name, "-"), r.images, r.right, _interval(r.right, r.images)] for r in inputs.per_class]
     return (f"Test images of each output class given that class (recall, the argmax answer, no rejection); "
             f"{CONFIDENCE_LEVEL:.0%} Wilson intervals, each on its own:\n\n"
-            + table(["class", "class id", "test images", "right", "accuracy"], rows, _fmt))
+            + table(["class", "class id", "test images", "right", "accuracy"], rows, value_text))
 
 
 def _calibration(inputs: CardInputs) -> str:
     m = inputs.metrics
-    return (f"Probabilities are softmax(logits / T), T = {_fmt(inputs.sidecar.get('temperature'))} fitted on the "
+    return (f"Probabilities are softmax(logits / T), T = {value_text(inputs.sidecar.get('temperature'))} fitted on the "
             f"validation split (temperature scaling). Expected calibration error on the test split "
-            f"({inputs.config.evaluate.ece_bins} confidence bins): {_fmt(m.get('test.ece'))} calibrated, "
-            f"{_fmt(m.get('test.ece_uncalibrated'))} before. Log loss {_fmt(m.get('test.log_loss'))}.")
+            f"({inputs.config.evaluate.ece_bins} confidence bins): {value_text(m.get('test.ece'))} calibrated, "
+            f"{value_text(m.get('test.ece_uncalibrated'))} before. Log loss {value_text(m.get('test.log_loss'))}.")
 
 
 def _threshold_policy(policy: Mapping[str, Any] | None) -> str:
@@ -226,8 +215,8 @@ def _threshold_policy(policy: Mapping[str, Any] | None) -> str:
     setting = policy.get("setting", policy.get("param"))
     figures = flatten({k: v for k, v in policy.items() if k not in POLICY_FIELDS})
     order = [*(k for k in POLICY_FIGURES if k in figures), *sorted(set(figures) - set(POLICY_FIGURES))]
-    shown = "; ".join(f"{POLICY_FIGURES.get(key, key)} {_fmt(figures[key])}" for key in order)
-    return (f"Threshold policy `{policy.get('name', MISSING)}` (setting {_fmt(setting)}), applied on the "
+    shown = "; ".join(f"{POLICY_FIGURES.get(key, key)} {value_text(figures[key])}" for key in order)
+    return (f"Threshold policy `{policy.get('name', MISSING)}` (setting {value_text(setting)}), applied on the "
             "validation split" + (f": {shown}." if shown else "."))
 
 
@@ -246,13 +235,14 @@ def _openset(inputs: CardInputs) -> str:
          _share_interval(m.get("openset.known_accuracy"), n_known)],
         ["open-set accuracy, targets and held-out (as served)",
          _share_interval(m.get("openset.accuracy"), (n_known or 0) + n_heldout)],
-        ["AUROC, known vs held-out", _fmt(m.get("openset.auroc"))],
-        ["held-out accepted at 95% of targets accepted", _fmt(m.get("openset.fpr_at_95_tpr"))],
-        ["threshold", _fmt(inputs.sidecar.get("threshold"))],
+        ["AUROC, known vs held-out", value_text(m.get("openset.auroc"))],
+        ["held-out accepted at 95% of targets accepted", value_text(m.get("openset.fpr_at_95_tpr"))],
+        ["threshold", value_text(inputs.sidecar.get("threshold"))],
     ]
     return "\n\n".join([
-        f"{_fmt(n_heldout)} test images of sign types never trained on (held out: class ids {_ids(heldout)}) "
-        f"against {_fmt(n_known)} target test images; \"as served\" applies the threshold, as `signflow predict` does:",
+        f"{value_text(n_heldout)} test images of sign types never trained on (held out: class ids {_ids(heldout)}) "
+        f"against {value_text(n_known)} target test images; \"as served\" applies the threshold, "
+        "as `signflow predict` does:",
         table(["measure", "value"], rows),
         _threshold_policy(inputs.sidecar.get("threshold_policy")),
     ])
@@ -270,7 +260,7 @@ def _sizes(inputs: CardInputs) -> str:
     how = ("accuracy: the images of the model's classes (targets and trained unknown, as test accuracy) given the "
            "right class (argmax)" if measured else
            "accuracy per size not computed (no predictions.csv with the test manifest)")
-    return f"Test images by the shorter side of the original image; {how}.\n\n" + table(headers, rows, _fmt)
+    return f"Test images by the shorter side of the original image; {how}.\n\n" + table(headers, rows, value_text)
 
 
 def _exported(inputs: CardInputs) -> str:
@@ -280,21 +270,21 @@ def _exported(inputs: CardInputs) -> str:
     checkpoint = inputs.sidecar.get("source_checkpoint") or {}
     machine = (inputs.sidecar.get("exported_on") or {}).get("cpu", MISSING)
     source = (f"Exported from `{checkpoint.get('path')}` (sha256 `{checkpoint.get('sha256')}`), ONNX opset "
-              f"{_fmt(inputs.sidecar.get('opset'))}, verified on {machine}.")
+              f"{value_text(inputs.sidecar.get('opset'))}, verified on {machine}.")
     if e is None:
         return "\n\n".join(p for p in [source, files, "Export metrics: not recorded (no metrics/export.json)."] if p)
-    rows = [["PyTorch checkpoint", _fmt(e.get("torch.test_accuracy")), "-", "-"],
-            ["ONNX (float)", _fmt(e.get("onnx.test_accuracy")), _mb(e.get("onnx.size_mb")),
-             f"{_fmt(e.get('onnx.mismatched_predictions'))} answers differ from PyTorch"]]
+    rows = [["PyTorch checkpoint", value_text(e.get("torch.test_accuracy")), "-", "-"],
+            ["ONNX (float)", value_text(e.get("onnx.test_accuracy")), _mb(e.get("onnx.size_mb")),
+             f"{value_text(e.get('onnx.mismatched_predictions'))} answers differ from PyTorch"]]
     if "int8.test_accuracy" not in e:
         int8 = "int8: not built (`export.quantize` off)."
     elif e.get("int8.refused"):
         int8 = (f"int8 ({e.get('int8.format')}): refused, not shipped: it loses "
-                f"{_fmt(-float(e.get('int8.accuracy_change_points', 0.0)))} test-accuracy points, more than "
-                f"`export.max_int8_drop` ({_fmt(inputs.config.export.max_int8_drop)}).")
+                f"{value_text(-float(e.get('int8.accuracy_change_points', 0.0)))} test-accuracy points, more than "
+                f"`export.max_int8_drop` ({value_text(inputs.config.export.max_int8_drop)}).")
     else:
-        rows.append([f"ONNX int8 ({e.get('int8.format')})", _fmt(e.get("int8.test_accuracy")),
-                     _mb(e.get("int8.size_mb")), f"{_fmt(e.get('int8.mismatched_vs_float'))} answers differ from "
+        rows.append([f"ONNX int8 ({e.get('int8.format')})", value_text(e.get("int8.test_accuracy")),
+                     _mb(e.get("int8.size_mb")), f"{value_text(e.get('int8.mismatched_vs_float'))} answers differ from "
                                                   "float"])
         int8 = ""
     parts = [source, files, table(["model", "test accuracy", "size (MB)", "agreement"], rows), int8]
@@ -317,8 +307,8 @@ def _sim2real(inputs: CardInputs) -> str:
         rows.append([meaning, n, _interval(round(float(group["accuracy"]) * n), n),
                      _pct(group.get("rejected")), _pct(group.get("wrong_sign"))])
     return (f"`{SIM2REAL}`: real GTSRB photos of the target classes, answered as served "
-            f"(threshold {_fmt(result.get('threshold'))}):\n\n"
-            + table(["real images", "images", "right sign", "rejected as unknown", "wrong sign"], rows, _fmt))
+            f"(threshold {value_text(result.get('threshold'))}):\n\n"
+            + table(["real images", "images", "right sign", "rejected as unknown", "wrong sign"], rows, value_text))
 
 
 def never_seen_ids(inputs: CardInputs) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -366,7 +356,7 @@ def _limits(inputs: CardInputs) -> str:
     if weakest is not None and weakest.images:
         lines.append(f"- **Weakest class**: {weakest.name}, {_interval(weakest.right, weakest.images)}.")
     on = "synthetic validation images" if cfg.data.source == "synthetic" else "the validation split"
-    lines.append(f"- **Threshold**: {_fmt(inputs.sidecar.get('threshold'))}, chosen on {on}. Images less "
+    lines.append(f"- **Threshold**: {value_text(inputs.sidecar.get('threshold'))}, chosen on {on}. Images less "
                  "confident than those (another camera, weather, country) are rejected more often; choose a "
                  "threshold on validation images of the new domain (`signflow predict --threshold`).")
     dirty = str(inputs.lineage.get("git_dirty", "")).lower()
@@ -380,7 +370,7 @@ def _reproduce(inputs: CardInputs) -> str:
     lineage = inputs.lineage
     facts = table(["what", "value"], [
         ["git commit", f"`{lineage.get('git_commit') or MISSING}`"],
-        ["uncommitted changes", _fmt(lineage.get("git_dirty"))],
+        ["uncommitted changes", value_text(lineage.get("git_dirty"))],
         ["DVC experiment", f"`{lineage.get('dvc_experiment') or MISSING}`"],
         ["dvc.lock md5", f"`{lineage.get('dvc_lock_md5') or MISSING}`"],
         ["MLflow run", f"`{lineage.get('run_id') or MISSING}`"],
