@@ -12,15 +12,10 @@ from signflow.logs import run_stage, setup_logging
 from signflow.model.inference import load_model
 from signflow.provenance import collect_lineage
 from signflow.runtime import configure_runtime
+from signflow.serving.card_inputs import CardPaths, read_card_inputs
 from signflow.serving.export import ExportPaths, export_verified
 from signflow.serving.mlflow_model import log_signflow_model
-from signflow.serving.model_card import (
-    CardPaths,
-    card_description,
-    model_card_markdown,
-    read_card_inputs,
-    write_model_card,
-)
+from signflow.serving.model_card import card_description, model_card_markdown, write_model_card
 from signflow.tracking import tracked_run
 
 CARD_INPUTS = CardPaths(

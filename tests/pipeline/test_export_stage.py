@@ -17,8 +17,10 @@ from pathlib import Path
 import cv2
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
+from serving.mlflow_serve import tracking_at
 
 from signflow.data.arrays import load_split
 from signflow.serving.export import INT8_FORMAT
@@ -85,6 +87,8 @@ def test_consumers_use_the_float_model(
     uri = project.env["MLFLOW_TRACKING_URI"]
     versions = MlflowClient(tracking_uri=uri).search_model_versions(f"name = '{REGISTRY_NAME}'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
-    mlflow.set_tracking_uri(uri)
-    registered = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/2").predict(images)["probabilities"]
+    with tracking_at(uri):
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/2")
+        rows = model.predict(pd.DataFrame({"image": list(images)}), params={"threshold": 0.0})
+    registered = [[row[name] for name in names] for row in rows["probabilities"]]
     np.testing.assert_allclose(np.asarray(registered), expected, atol=1e-6)

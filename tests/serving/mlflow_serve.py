@@ -6,6 +6,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -68,3 +69,22 @@ def post_json(url: str, body: Any) -> tuple[int, Any]:
     except urllib.error.HTTPError as err:
         with err:
             return err.code, json.loads(err.read())
+
+
+@contextmanager
+def tracking_at(uri: str) -> Iterator[None]:
+    """MLflow's process-wide tracking and registry URI set to ``uri`` for the block, then restored.
+
+    ``models:/`` URIs resolve against the process-wide registry whatever URI a
+    call is given; ``mlflow.set_tracking_uri`` also exports MLFLOW_TRACKING_URI.
+    """
+    import mlflow
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setattr(sys, "path", list(sys.path))  # loading a model may add its code folder
+        mlflow.set_tracking_uri(uri)
+        try:
+            yield
+        finally:
+            mlflow.set_tracking_uri(None)

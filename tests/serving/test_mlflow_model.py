@@ -30,7 +30,7 @@ from signflow.catalog import UNKNOWN_NAME, unknown_index
 from signflow.data.images import read_rgb
 from signflow.evaluation.openset import max_softmax_score
 from signflow.serving.batch import DEFAULT_TOP_K
-from signflow.serving.mlflow_model import ARTIFACT, IMAGE_COLUMN, RESULT_COLUMNS, log_signflow_model
+from signflow.serving.mlflow_model import ARTIFACT, CODE_ARTIFACT, IMAGE_COLUMN, RESULT_COLUMNS, log_signflow_model
 from signflow.serving.predictor import load_predictor, read_sidecar
 
 from .mlflow_serve import post_json, serve_model
@@ -78,9 +78,9 @@ def image_files(tmp_path_factory: pytest.TempPathFactory) -> list[Path]:
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A sqlite store in a scratch folder (artifacts there too); the environment that points at it.
 
-    MLflow's process-wide state is undone afterwards: the tracking URI (which it
-    also exports), the working folder, and sys.path (loading a model with
-    ``code_paths`` prepends its code folder).
+    MLflow's process-wide state is set here (a URI set by an earlier test in this
+    process would win over the environment) and undone afterwards: the tracking
+    URI (which it also exports), the working folder, and sys.path.
     """
     folder = tmp_path_factory.mktemp("mlflow")
     uri = f"sqlite:///{folder / 'mlflow.db'}"
@@ -88,6 +88,7 @@ def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
         mp.chdir(folder)
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setattr(sys, "path", list(sys.path))
+        mlflow.set_tracking_uri(uri)
         bin_dir = Path(sys.executable).parent  # mlflow and uvicorn, for `mlflow models serve`
         yield {**os.environ, "PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
         while mlflow.active_run():
@@ -149,7 +150,7 @@ def test_the_model_holds_the_exported_folder_byte_for_byte_and_its_own_code(logg
     for source in onnx_dir.iterdir():
         assert (copied / source.name).read_bytes() == source.read_bytes()
     assert not list(local.rglob("*.pkl"))  # models from code: nothing is unpickled at load
-    code = local / "code" / "signflow"
+    code = local / "artifacts" / CODE_ARTIFACT / "signflow"
     assert (code / "serving" / "mlflow_model.py").is_file() and (code / "evaluation" / "openset.py").is_file()
     assert not (code / "training").exists()  # the import closure, not the whole project
     params = {spec.name: spec.default for spec in logged.signature.params.params}
@@ -224,6 +225,8 @@ def test_params_out_of_range_are_refused(model, image_files, params, message):
 def test_the_model_runs_on_the_code_it_carries_without_torch(logged, store, image_files, tmp_path):
     code = (
         "import json, sys\n"
+        "from pathlib import Path\n"
+        "sys.path[:] = [p for p in sys.path if not (Path(p) / 'signflow').is_dir()]  # as if not installed\n"
         "import mlflow, pandas as pd\n"
         "model = mlflow.pyfunc.load_model(sys.argv[1], dst_path=sys.argv[2])\n"
         "frame = pd.DataFrame({'image': [open(p, 'rb').read() for p in sys.argv[3:]]})\n"
@@ -237,7 +240,7 @@ def test_the_model_runs_on_the_code_it_carries_without_torch(logged, store, imag
                                                     tmp_path=tmp_path)
     assert status == 0, err
     found = json.loads(out.splitlines()[-1])
-    assert Path(found["signflow"]).is_relative_to(local / "code")  # the logged copy, not the installed one
+    assert Path(found["signflow"]).is_relative_to(local / "artifacts" / CODE_ARTIFACT)  # the logged copy
     assert found["predictions"] == [FAVOURED] * len(image_files)
     assert "torch" not in heavy and "timm" not in heavy
 

@@ -18,15 +18,8 @@ from signflow.data.records import RawRecord
 from signflow.data.summary import summarize, track_table, write_track_table
 from signflow.evaluation.metrics import CONFIDENCE_LEVEL, wilson_interval
 from signflow.files import write_json
-from signflow.serving.model_card import (
-    PRODUCERS,
-    SECTIONS,
-    CardPaths,
-    model_card_markdown,
-    never_seen_ids,
-    read_card_inputs,
-    write_model_card,
-)
+from signflow.serving.card_inputs import PRODUCERS, CardPaths, read_card_inputs
+from signflow.serving.model_card import SECTIONS, model_card_markdown, never_seen_ids, write_model_card
 
 PARAMS = {"data": {"source": "synthetic", "classes": {"13": "give_way", "14": "stop"}},
           "unknown": {"enabled": True, "heldout": ["15"]}}

@@ -15,12 +15,13 @@ from pathlib import Path
 import cv2
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
 
 from signflow.data.arrays import load_split
 
-from .mlflow_serve import serve_model
+from .mlflow_serve import serve_model, tracking_at
 from project_copy import Project
 from tiny_project import Reproduced, reproduced_copy
 
@@ -81,9 +82,9 @@ def test_export_stage_verifies_and_registers_the_model(project: Project) -> None
 
 def test_registry_model_predicts_like_signflow_predict(project: Project, images: tuple[list[Path], np.ndarray]) -> None:
     files, arrays = images
-    mlflow.set_tracking_uri(project.env["MLFLOW_TRACKING_URI"])
-    model = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/1")
-    answer = model.predict({"image": arrays}, params={"threshold": 0.0})
+    with tracking_at(project.env["MLFLOW_TRACKING_URI"]):
+        model = mlflow.pyfunc.load_model(f"models:/{REGISTRY_NAME}/1")
+        answer = model.predict(pd.DataFrame({"image": list(arrays)}), params={"threshold": 0.0})
     from_registry = list(answer["prediction"])
     assert from_registry == _predicted_by_cli(project, files, "models/best.pt")
     assert from_registry == _predicted_by_cli(project, files, "models/onnx/model.onnx")

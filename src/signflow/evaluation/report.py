@@ -30,6 +30,7 @@ from signflow.evaluation.metrics import confusion_matrix_counts
 from signflow.evaluation.openset import POLICY_KEYS, THRESHOLD_KEY, decide
 from signflow.evaluation.threshold import POLICIES, PolicyChoice, policy_points
 from signflow.files import atomic_path
+from signflow.markdown import MISSING, value_text
 from signflow.model.inference import LoadedModel, predict_probs
 
 log = logging.getLogger(__name__)
@@ -57,8 +58,6 @@ MAX_LABEL_COLUMNS = 8
 TOP_CONFUSED = 10  # rows of the "most confused pairs" table
 SAMPLE_BATCH = 64  # the samples are few: one small batch
 MAX_QUARANTINE_LISTED = 50  # longer lists stay in metrics/data.json
-DIGITS = 4  # decimals of metric values in tables
-MISSING = "n/a"
 TEST_SPLIT = "test"
 # params.yaml keys shown in "Key parameters", with what each decides.
 KEY_PARAMS = (
@@ -219,21 +218,10 @@ def load_report_inputs(
 # ------------------------------------------------------------- formatting
 
 
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return MISSING
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.{DIGITS}f}"
-    if isinstance(value, (list, tuple)):
-        return ", ".join(str(v) for v in value) or "none"
-    return str(value)
-
 
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A Markdown table of report values (numbers to ``DIGITS`` decimals, ``MISSING`` for none)."""
-    return markdown.table(headers, rows, _fmt)
+    return markdown.table(headers, rows, value_text)
 
 
 def _pct(value: Any) -> str:
@@ -248,9 +236,10 @@ def _verdict(inputs: ReportInputs) -> str:
     auroc = m.get("openset.auroc")
     return (
         f"**Test accuracy {_pct(m.get('test.accuracy'))}{_pct_interval(m, 'test.accuracy')}, "
-        f"macro F1 {_fmt(m.get('test.macro_f1'))}, "
-        f"open-set AUROC {_fmt(auroc) if auroc is not None else 'n/a (no held-out images)'}** "
-        f"on {_fmt(m.get('test.n'))} closed-set test images and {_fmt(m.get('openset.n_heldout', 0))} never-seen ones."
+        f"macro F1 {value_text(m.get('test.macro_f1'))}, "
+        f"open-set AUROC {value_text(auroc) if auroc is not None else 'n/a (no held-out images)'}** "
+        f"on {value_text(m.get('test.n'))} closed-set test images and "
+        f"{value_text(m.get('openset.n_heldout', 0))} never-seen ones."
     )
 
 
@@ -292,8 +281,8 @@ def _dataset_section(summary: Mapping[str, Any], class_names: Sequence[str], sho
     targets = summary.get("targets", {})
     parts = [
         *_split_tables(summary, class_names, shown),
-        f"Target signs: {_fmt(targets.get('images'))} images from {_fmt(targets.get('tracks'))} tracks "
-        f"(physical signs); tracks shared between splits: {_fmt(summary.get('tracks_shared_between_splits'))} "
+        f"Target signs: {value_text(targets.get('images'))} images from {value_text(targets.get('tracks'))} tracks "
+        f"(physical signs); tracks shared between splits: {value_text(summary.get('tracks_shared_between_splits'))} "
         "(0 means no sign is in two splits).",
         _quarantine(summary.get("quarantined", {})),
     ]
@@ -322,8 +311,8 @@ def with_interval(metrics: Mapping[str, Any], key: str) -> str:
     """An accuracy with its 95% interval when evaluate wrote one: "0.9700 (95% CI 0.9596-0.9778)"."""
     value, low, high = metrics.get(key), metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
     if value is None or low is None or high is None:
-        return _fmt(value)
-    return f"{_fmt(value)} (95% CI {_fmt(low)}-{_fmt(high)})"
+        return value_text(value)
+    return f"{value_text(value)} (95% CI {value_text(low)}-{value_text(high)})"
 
 
 def _metric_rows(metrics: Mapping[str, Any], spec: Sequence[tuple[str, str, str]]) -> list[list[Any]]:
@@ -348,8 +337,10 @@ def _training_text(summary: Mapping[str, Any]) -> str:
     # No durations (metrics/timings/): the report changes when the results do, not when the machine is busier.
     stopped = " (stopped early)" if summary.get("stopped_early") else ""
     return (
-        f"{_fmt(summary.get('epochs_run'))} epochs run{stopped}; best epoch {_fmt(summary.get('best_epoch'))} "
-        f"(val accuracy {_fmt(summary.get('best_val_accuracy'))}, val loss {_fmt(summary.get('best_val_loss'))}) "
+        f"{value_text(summary.get('epochs_run'))} epochs run{stopped}; "
+        f"best epoch {value_text(summary.get('best_epoch'))} "
+        f"(val accuracy {value_text(summary.get('best_val_accuracy'))}, "
+        f"val loss {value_text(summary.get('best_val_loss'))}) "
         "is the saved model."
     )
 
@@ -478,7 +469,7 @@ def threshold_text(metrics: Mapping[str, Any], tradeoff: pd.DataFrame) -> str:
     """The chosen policy, its threshold and shares on validation and test, then every policy's point."""
     name = metrics.get(POLICY_KEYS["name"])
     if name not in POLICIES:  # an evaluate.json from before the policies
-        return f"Threshold {_fmt(metrics.get(THRESHOLD_KEY))}; no policy recorded."
+        return f"Threshold {value_text(metrics.get(THRESHOLD_KEY))}; no policy recorded."
     val_rejected = metrics.get(POLICY_KEYS["val_heldout_rejected"])
     chosen = PolicyChoice(name, metrics.get(POLICY_KEYS["setting"]), metrics.get(THRESHOLD_KEY),
                           metrics.get(POLICY_KEYS["val_known_kept"]), val_rejected,
@@ -486,7 +477,7 @@ def threshold_text(metrics: Mapping[str, Any], tradeoff: pd.DataFrame) -> str:
     rows = [[f"`{point.name}`{' (chosen)' if point.name == name else ''}", point.threshold,
              _pct(point.known_kept), _pct(point.heldout_rejected)] for point in policy_points(tradeoff)]
     return "\n\n".join([
-        f"Policy `{name}`: {chosen.rule}, threshold {_fmt(chosen.threshold)}. On validation it keeps "
+        f"Policy `{name}`: {chosen.rule}, threshold {value_text(chosen.threshold)}. On validation it keeps "
         f"{_pct(chosen.known_kept)} of the known-class images and rejects {_pct(val_rejected)} of the held-out "
         f"ones; on test {_pct(metrics.get('openset.known_kept'))} and {_pct(metrics.get('openset.heldout_rejected'))}.",
         *([md_table(["policy (settings: params.yaml evaluate.threshold)", "threshold", "validation known kept",
@@ -520,10 +511,11 @@ def _draw_figures(inputs: ReportInputs, out_dir: Path) -> dict[str, str]:
     return {
         **_grids(inputs, out_dir, rows, labels, predicted),
         "Training curves": _training_text(inputs.train_summary),
-        "Calibration": (f"ECE {_fmt(m.get('test.ece'))} after temperature scaling "
-                        f"(T = {_fmt(m.get('test.temperature'))} fitted on validation), "
-                        f"{_fmt(m.get('test.ece_uncalibrated'))} before."),
-        "Open-set ROC": f"AUROC {_fmt(m.get('openset.auroc'))}, FPR@95%TPR {_fmt(m.get('openset.fpr_at_95_tpr'))}.",
+        "Calibration": (f"ECE {value_text(m.get('test.ece'))} after temperature scaling "
+                        f"(T = {value_text(m.get('test.temperature'))} fitted on validation), "
+                        f"{value_text(m.get('test.ece_uncalibrated'))} before."),
+        "Open-set ROC": (f"AUROC {value_text(m.get('openset.auroc'))}, "
+                         f"FPR@95%TPR {value_text(m.get('openset.fpr_at_95_tpr'))}."),
         "Rejection threshold": threshold_text(m, inputs.tradeoff),
     }
 
@@ -547,7 +539,7 @@ def render_markdown(inputs: ReportInputs, notes: Mapping[str, str]) -> str:
     }
     body["Confusion matrix"] += "\n\n" + _confused_text(inputs, shown)
     flat = flatten(inputs.params)
-    title = f"# signflow report: {_fmt(flat.get('model.backbone'))}, {_fmt(flat.get('strategy'))} strategy"
+    title = f"# signflow report: {value_text(flat.get('model.backbone'))}, {value_text(flat.get('strategy'))} strategy"
     return "\n\n".join([title, _verdict(inputs), *(f"## {name}\n\n{body[name]}" for name in SECTIONS)]) + "\n"
 
 

@@ -18,12 +18,14 @@ What is logged (:func:`log_signflow_model`), and why:
 
 - the exported folder (``models/onnx/``) as one artifact, its files copied byte
   for byte: the registry holds the very files DVC tracks;
-- "models from code" (a three-line file, :data:`MODEL_CODE`) instead of a pickle,
+- "models from code" (a short file, :data:`MODEL_CODE`) instead of a pickle,
   which MLflow 3 refuses to load by default;
 - the signflow modules this one imports (its static import closure,
-  :func:`signflow.codegraph.import_closure`) as ``code_paths``: the model loads
-  and decides with the code it was logged with, also where signflow is not
-  installed (``--env-manager virtualenv``), and carries nothing else of the project.
+  :func:`signflow.codegraph.import_closure`) as the artifact :data:`CODE_ARTIFACT`:
+  where signflow is not installed (``--env-manager virtualenv``) the model
+  loads with that copy, appended to ``sys.path``, so it never shadows an
+  installed signflow. (MLflow's ``code_paths`` would prepend it: a process that
+  loads the model and then starts workers would give them a partial signflow.)
 """
 
 from __future__ import annotations
@@ -61,10 +63,22 @@ MODEL_NAME = "signflow-model"  # the logged model's name within its run
 MODEL_FILE = "model.onnx"  # the file of that folder the model runs (model_config "model_file" may pick the int8 one)
 MODEL_CODE_FILE = "signflow_model.py"
 # The file MLflow executes to build the model at load time ("models from code": nothing is unpickled).
-MODEL_CODE = '''"""Built by MLflow when it loads the model: signflow's pyfunc (see signflow.serving.mlflow_model)."""
+CODE_ARTIFACT = "signflow_code"  # the artifact holding the import closure (a folder with signflow/ in it)
+MODEL_CODE = f'''"""Built by MLflow when it loads the model: signflow's pyfunc (see signflow.serving.mlflow_model).
+
+An installed signflow is used; without one, the copy logged with the model (artifacts/{CODE_ARTIFACT}), appended
+to sys.path so that it never shadows an installed package.
+"""
+import importlib.util
+import sys
+from pathlib import Path
+
 import mlflow
 
-from signflow.serving.mlflow_model import SignflowModel
+if importlib.util.find_spec("signflow") is None:
+    sys.path.append(str(Path(__file__).resolve().parent / "artifacts" / "{CODE_ARTIFACT}"))
+
+from signflow.serving.mlflow_model import SignflowModel  # noqa: E402
 
 mlflow.models.set_model(SignflowModel())
 '''
@@ -218,8 +232,9 @@ def log_signflow_model(
         code_file = Path(folder) / MODEL_CODE_FILE
         code_file.write_text(MODEL_CODE)
         return mlflow.pyfunc.log_model(
-            name=name, python_model=str(code_file), artifacts={ARTIFACT: str(onnx_dir)},
-            code_paths=[str(stage_code(Path(folder) / "code"))], model_config={"model_file": model_file},
+            name=name, python_model=str(code_file),
+            artifacts={ARTIFACT: str(onnx_dir), CODE_ARTIFACT: str(stage_code(Path(folder) / CODE_ARTIFACT))},
+            model_config={"model_file": model_file},
             signature=signature, input_example=(example, {"threshold": threshold, "top_k": DEFAULT_TOP_K}),
             registered_model_name=registry_name or None, metadata=dict(metadata or {}),
             pip_requirements=serving_requirements(),
@@ -238,14 +253,14 @@ def encode_images(images: np.ndarray, extension: str = EXAMPLE_FORMAT) -> list[s
 
 
 def stage_code(folder: Path) -> Path:
-    """``folder/signflow``: this module's signflow import closure, laid out as the package; its path for code_paths."""
+    """``folder`` holding ``signflow/``: this module's signflow import closure, laid out as the package."""
     from signflow.codegraph import PACKAGE_DIR, import_closure
 
     for source in import_closure(Path(__file__)):
         target = folder / source.relative_to(PACKAGE_DIR.parent)
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target)
-    return folder / PACKAGE_DIR.name
+    return folder
 
 
 def serving_requirements() -> list[str]:

@@ -7,36 +7,29 @@ signs it never saw, its known limits and the command that traces it back to its
 commit and data. Every figure is read from a file the pipeline already wrote
 (the sidecar, ``metrics/``), none is recomputed from images.
 
-:func:`read_card_inputs` is the one place that reads files;
-:func:`model_card_markdown` is pure (inputs in, text out), so it is tested on
-constructed values; :func:`write_model_card` writes atomically.
+:func:`signflow.serving.card_inputs.read_card_inputs` is the one place that
+reads files; :func:`model_card_markdown` is pure (inputs in, text out), so it
+is tested on constructed values; :func:`write_model_card` writes atomically.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 from signflow.catalog import UNKNOWN_NAME, flatten
 from signflow.config import SPLIT_NAMES, Config
-from signflow.data.manifest import ROLE_HELDOUT, DataError, read_manifest
-from signflow.data.summary import SIDE_BIN_EDGES, parse_track_table, side_bin_label, side_columns
+from signflow.data.manifest import ROLE_HELDOUT
 from signflow.evaluation.metrics import CONFIDENCE_LEVEL, wilson_interval
-from signflow.files import file_digest, write_text
-from signflow.markdown import table
+from signflow.files import write_text
+from signflow.markdown import MISSING, table, value_text
+from signflow.serving.card_inputs import CardInputs, SizeBin
 
 log = logging.getLogger(__name__)
 
-DIGITS = 4  # decimals of metric values, as the pipeline report (signflow.evaluation.report.DIGITS)
-MISSING = "n/a"
 VERSION_DESCRIPTION_LIMIT = 5000  # MLflow's cap on a model version's description (its registry column)
 # Section headings, in card order (tests check each one is present).
 SECTIONS = (
@@ -51,7 +44,6 @@ SOURCE_TEXT = {  # data.source -> what the images are (signflow.data.raw.DATA_SO
     "folder": "the images of a local folder (`data.folder.path`)",
 }
 GTSRB_SOURCES = ("synthetic", "gtsrb")  # sources whose class ids are GTSRB's
-TRAIN_SPLIT, TEST_SPLIT = "train", "test"
 DATASET_CONTEXTS = ("train", "validation", "test")  # MLflow's dataset contexts (signflow.provenance)
 SIM2REAL = "benchmarks/sim2real.py"
 # sim2real.py's groups, in the order shown, with what each holds (its docstring).
@@ -63,195 +55,6 @@ SIM2REAL_GROUPS = (
 # The sidecar's "threshold_policy": its name and setting, then figures on validation (shown with these words).
 POLICY_FIELDS = ("name", "setting", "param")
 POLICY_FIGURES = {"val_known_kept": "known-class images kept", "val_heldout_rejected": "held-out images rejected"}
-THRESHOLD_MATCH = 1e-9  # a sim-to-real result is this model's when it used the sidecar's threshold
-
-
-# ------------------------------------------------------------------ inputs
-
-
-@dataclass(frozen=True)
-class ClassResult:
-    """One output class on the test split: its images and how many the model gave that class (argmax)."""
-
-    name: str
-    images: int
-    right: int
-
-
-@dataclass(frozen=True)
-class SizeBin:
-    """Test images whose shorter side falls in one size bin of ``metrics/data_tracks.csv``."""
-
-    label: str  # "24-31" (px), as signflow.data.summary.side_bin_label shows it
-    images: int  # test images of every role
-    scored: int | None = None  # closed-set test images in the bin (None: per-image sizes not read)
-    right: int | None = None  # of them given the right class (argmax)
-
-
-@dataclass(frozen=True)
-class CardInputs:
-    """Everything the card shows, already read: :func:`model_card_markdown` opens no file."""
-
-    sidecar: Mapping[str, Any]  # models/onnx/model.json
-    config: Config  # params.yaml
-    data_summary: Mapping[str, Any]  # metrics/data.json
-    metrics: Mapping[str, Any]  # metrics/evaluate.json
-    per_class: tuple[ClassResult, ...]  # in the model's output order
-    lineage: Mapping[str, Any]  # git, DVC and data hashes, the registered version (the export stage's)
-    trained_class_ids: tuple[str, ...]  # class ids with training images (targets and "unknown" sources)
-    data_class_ids: tuple[str, ...]  # class ids with images in any split
-    test_sizes: tuple[SizeBin, ...]  # every size bin, smallest first
-    smallest_trained: str | None  # the smallest size bin holding a training image
-    model_files: Mapping[str, str]  # shipped file name -> sha256
-    export_metrics: Mapping[str, Any] | None = None  # metrics/export.json
-    sim2real: Mapping[str, Any] | None = None  # benchmarks/sim2real.py's JSON line, for this model
-
-
-@dataclass(frozen=True)
-class CardPaths:
-    """Where :func:`read_card_inputs` reads each input (explicit: no layout assumed here); None: not read."""
-
-    sidecar: Path
-    data_summary: Path
-    data_tracks: Path
-    metrics: Path
-    per_class: Path
-    predictions: Path | None = None  # with test_manifest: accuracy per sign size
-    test_manifest: Path | None = None
-    export_metrics: Path | None = None
-    sim2real: Path | None = None
-    model_files: tuple[Path, ...] = ()  # hashed when present (an int8 copy may be refused)
-
-
-# Which stage writes each required input: what the error tells the user to run.
-PRODUCERS = {"sidecar": "export", "data_summary": "add_unknown", "data_tracks": "add_unknown",
-             "metrics": "evaluate", "per_class": "evaluate"}
-
-
-def _required(path: Path, field: str) -> None:
-    if not path.is_file():
-        raise DataError(f"{path} is missing: the model card needs it (run `dvc repro {PRODUCERS[field]}` first)")
-
-
-def _json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise DataError(f"{path} is not valid JSON ({err.msg}, line {err.lineno}): re-run the stage that writes it") \
-            from err
-
-
-def _optional_json(path: Path | None) -> dict[str, Any] | None:
-    if path is None or not path.is_file():
-        return None
-    return _json(path)
-
-
-def class_id_key(class_id: str) -> str:
-    """A class id as params.yaml writes it: "00012" (a GTSRB folder) -> "12"; a folder name stays."""
-    return str(int(class_id)) if class_id.isdigit() else class_id
-
-
-def per_class_results(per_class: pd.DataFrame, class_names: Sequence[str], origin: Path) -> tuple[ClassResult, ...]:
-    """``metrics/per_class.csv`` as counts in the model's output order; DataError when its classes differ."""
-    found = [str(name) for name in per_class["class"]]
-    if sorted(found) != sorted(class_names):
-        raise DataError(f"{origin} lists {found}, the model {list(class_names)}: it is another model's "
-                        "(run `dvc repro evaluate`)")
-    rows = per_class.set_index(per_class["class"].astype(str))
-    # evaluate writes recall to 6 decimals: recall * support rounds back to the exact count below 500,000 images.
-    return tuple(ClassResult(name, int(rows.at[name, "support"]),
-                             round(float(rows.at[name, "recall"]) * int(rows.at[name, "support"])))
-                 for name in class_names)
-
-
-def _bin_totals(tracks: pd.DataFrame, split: str) -> pd.Series:
-    """Images per size-bin column of ``split`` in the track table."""
-    return tracks.loc[tracks["split"] == split, side_columns()].astype(np.int64).sum()
-
-
-def _sides_and_correct(predictions: pd.DataFrame, manifest: pd.DataFrame) -> tuple[np.ndarray, np.ndarray] | None:
-    """Per closed-set test image (as test.accuracy counts): its shorter side and whether the argmax is right.
-
-    None, with a warning, when predictions.csv and the manifest do not list the same images (a stale file).
-    """
-    if predictions["path"].duplicated().any() or set(predictions["path"]) != set(manifest["path"]):
-        log.warning("predictions.csv and the test manifest list different images: no accuracy per sign size")
-        return None
-    joined = predictions.merge(manifest[["path", "width", "height"]], on="path")
-    joined = joined[joined["role"] != ROLE_HELDOUT]
-    sides = np.minimum(joined["width"].to_numpy(np.int64), joined["height"].to_numpy(np.int64))
-    return sides, (joined["prediction"] == joined["label"]).to_numpy()
-
-
-def size_results(tracks: pd.DataFrame, predictions: pd.DataFrame | None,
-                 manifest: pd.DataFrame | None) -> tuple[SizeBin, ...]:
-    """Test images per size bin; with predictions and the test manifest, closed-set accuracy per bin too."""
-    totals = _bin_totals(tracks, TEST_SPLIT)
-    per_image = None if predictions is None or manifest is None else _sides_and_correct(predictions, manifest)
-    scored = right = None
-    if per_image is not None:
-        sides, correct = per_image
-        index = np.searchsorted(SIDE_BIN_EDGES, sides, side="right") - 1  # signflow.data.summary's bins
-        scored = np.bincount(index, minlength=len(SIDE_BIN_EDGES))
-        right = np.bincount(index, weights=correct, minlength=len(SIDE_BIN_EDGES)).astype(np.int64)
-    return tuple(SizeBin(side_bin_label(column), int(totals[column]),
-                         None if scored is None else int(scored[k]), None if right is None else int(right[k]))
-                 for k, column in enumerate(side_columns()))
-
-
-def _smallest_bin(tracks: pd.DataFrame, split: str) -> str | None:
-    totals = _bin_totals(tracks, split)
-    return next((side_bin_label(column) for column in side_columns() if totals[column] > 0), None)
-
-
-def _sim2real_for(result: Mapping[str, Any] | None, threshold: float, origin: Path | None) -> Mapping[str, Any] | None:
-    """``result`` when it judged this model (its threshold is the sidecar's), else None with a warning."""
-    if result is None:
-        return None
-    measured = result.get("threshold")
-    if measured is None or not math.isclose(float(measured), threshold, rel_tol=0.0, abs_tol=THRESHOLD_MATCH):
-        log.warning("%s is for threshold %s, this model's is %s: another model's result, left out of the card",
-                    origin, measured, threshold)
-        return None
-    return result
-
-
-def _per_image_sizes(paths: CardPaths) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """predictions.csv and the test manifest when both exist (accuracy per sign size), else (None, None)."""
-    if not all(p is not None and p.is_file() for p in (paths.predictions, paths.test_manifest)):
-        return None, None
-    return (pd.read_csv(paths.predictions, dtype={"path": str, "label": str, "prediction": str}),
-            read_manifest(paths.test_manifest))
-
-
-def read_card_inputs(paths: CardPaths, config: Config, lineage: Mapping[str, Any]) -> CardInputs:
-    """Read what the card shows; DataError naming a required file that is missing or unreadable.
-
-    Required: the sidecar, metrics/data.json, data_tracks.csv, evaluate.json and
-    per_class.csv. Optional (a line says what is missing): the export metrics,
-    predictions with the test manifest (accuracy per sign size), a sim-to-real result.
-    """
-    for field in PRODUCERS:
-        _required(getattr(paths, field), field)
-    sidecar = _json(paths.sidecar)
-    tracks = parse_track_table(paths.data_tracks.read_text())
-    trained = tracks.loc[tracks["split"] == TRAIN_SPLIT, "class_id"]
-    return CardInputs(
-        sidecar=sidecar,
-        config=config,
-        data_summary=_json(paths.data_summary),
-        metrics=_json(paths.metrics),
-        per_class=per_class_results(pd.read_csv(paths.per_class), sidecar["class_names"], paths.per_class),
-        lineage=lineage,
-        trained_class_ids=tuple(sorted({class_id_key(c) for c in trained}, key=_id_order)),
-        data_class_ids=tuple(sorted({class_id_key(c) for c in tracks["class_id"]}, key=_id_order)),
-        test_sizes=size_results(tracks, *_per_image_sizes(paths)),
-        smallest_trained=_smallest_bin(tracks, TRAIN_SPLIT),
-        model_files={p.name: file_digest(p, "sha256") for p in paths.model_files if p.is_file()},
-        export_metrics=_optional_json(paths.export_metrics),
-        sim2real=_sim2real_for(_optional_json(paths.sim2real), float(sidecar["threshold"]), paths.sim2real),
-    )
 
 
 def write_model_card(path: Path | str, markdown: str) -> None:
@@ -261,19 +64,6 @@ def write_model_card(path: Path | str, markdown: str) -> None:
 
 # ------------------------------------------------------------------ formatting
 
-
-def _id_order(class_id: str) -> tuple[int, str]:
-    return (int(class_id), "") if class_id.isdigit() else (1 << 30, class_id)
-
-
-def _fmt(value: Any) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return MISSING
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, float):
-        return f"{value:.{DIGITS}f}"
-    return str(value)
 
 
 def _mb(value: float | None) -> str:
@@ -289,13 +79,13 @@ def _interval(right: int, n: int) -> str:
     if n == 0:
         return MISSING
     low, high = wilson_interval(right, n, CONFIDENCE_LEVEL)
-    return f"{_fmt(right / n)} ({CONFIDENCE_LEVEL:.0%} CI {_fmt(low)}-{_fmt(high)})"
+    return f"{value_text(right / n)} ({CONFIDENCE_LEVEL:.0%} CI {value_text(low)}-{value_text(high)})"
 
 
 def _share_interval(share: float | None, n: float | None) -> str:
     """A share written to 6 decimals (evaluate.json) with its interval: the count is exact below 500,000 images."""
     if share is None or not n:
-        return _fmt(share)
+        return value_text(share)
     return _interval(round(share * int(n)), int(n))
 
 
@@ -339,8 +129,8 @@ def _summary(inputs: CardInputs) -> str:
     m = inputs.metrics
     low, high = m.get("test.accuracy_ci_low"), m.get("test.accuracy_ci_high")
     interval = "" if low is None or high is None else f" ({CONFIDENCE_LEVEL:.0%} CI {_pct(low)}-{_pct(high)})"
-    return (f"**Test accuracy {_pct(m.get('test.accuracy'))}{interval} on {_fmt(m.get('test.n'))} images, "
-            f"ECE {_fmt(m.get('test.ece'))}, open-set AUROC {_fmt(m.get('openset.auroc'))}**; "
+    return (f"**Test accuracy {_pct(m.get('test.accuracy'))}{interval} on {value_text(m.get('test.n'))} images, "
+            f"ECE {value_text(m.get('test.ece'))}, open-set AUROC {value_text(m.get('openset.auroc'))}**; "
             f"data: {SOURCE_TEXT.get(inputs.config.data.source, inputs.config.data.source)}.")
 
 
@@ -351,7 +141,7 @@ def _intended_use(inputs: CardInputs) -> str:
         f"Classifies one image of a traffic sign, cropped around the sign (RGB, resized to {s.get('image_size')} px "
         f"a side), as one of {len(targets)} sign types ({', '.join(targets)}) or \"{UNKNOWN_NAME}\". "
         "It answers \"unknown\" when its own unknown class wins or when its known-ness (the largest probability "
-        f"among the known classes) is below the threshold {_fmt(s.get('threshold'))}; `signflow predict` and "
+        f"among the known classes) is below the threshold {value_text(s.get('threshold'))}; `signflow predict` and "
         "`signflow.load_predictor` apply that rule.",
         "",
         "It does not find signs in a scene (no detector), and it is not validated for decisions without a "
@@ -382,10 +172,10 @@ def _training_data(inputs: CardInputs) -> str:
     parts = [
         f"Source: `data.source: {cfg.data.source}`: {SOURCE_TEXT.get(cfg.data.source, cfg.data.source)}. "
         f"Split by {cfg.split.group_by} ({fractions}; seed {cfg.split.seed}): no {cfg.split.group_by} in two "
-        f"splits ({_fmt(summary.get('tracks_shared_between_splits'))} shared). "
+        f"splits ({value_text(summary.get('tracks_shared_between_splits'))} shared). "
         f"Quarantined images (unreadable or out of range, in no split): "
-        f"{_fmt(summary.get('quarantined', {}).get('count', 0))}.",
-        table(["split", "images", "tracks", *labels, "held-out (never trained)"], rows, _fmt),
+        f"{value_text(summary.get('quarantined', {}).get('count', 0))}.",
+        table(["split", "images", "tracks", *labels, "held-out (never trained)"], rows, value_text),
         _hashes(inputs.lineage),
     ]
     return "\n\n".join(parts)
@@ -407,15 +197,15 @@ def _per_class(inputs: CardInputs) -> str:
     rows = [[r.name, ids.get(r.name, "-"), r.images, r.right, _interval(r.right, r.images)] for r in inputs.per_class]
     return (f"Test images of each output class given that class (recall, the argmax answer, no rejection); "
             f"{CONFIDENCE_LEVEL:.0%} Wilson intervals, each on its own:\n\n"
-            + table(["class", "class id", "test images", "right", "accuracy"], rows, _fmt))
+            + table(["class", "class id", "test images", "right", "accuracy"], rows, value_text))
 
 
 def _calibration(inputs: CardInputs) -> str:
     m = inputs.metrics
-    return (f"Probabilities are softmax(logits / T), T = {_fmt(inputs.sidecar.get('temperature'))} fitted on the "
+    return (f"Probabilities are softmax(logits / T), T = {value_text(inputs.sidecar.get('temperature'))} fitted on the "
             f"validation split (temperature scaling). Expected calibration error on the test split "
-            f"({inputs.config.evaluate.ece_bins} confidence bins): {_fmt(m.get('test.ece'))} calibrated, "
-            f"{_fmt(m.get('test.ece_uncalibrated'))} before. Log loss {_fmt(m.get('test.log_loss'))}.")
+            f"({inputs.config.evaluate.ece_bins} confidence bins): {value_text(m.get('test.ece'))} calibrated, "
+            f"{value_text(m.get('test.ece_uncalibrated'))} before. Log loss {value_text(m.get('test.log_loss'))}.")
 
 
 def _threshold_policy(policy: Mapping[str, Any] | None) -> str:
@@ -425,8 +215,8 @@ def _threshold_policy(policy: Mapping[str, Any] | None) -> str:
     setting = policy.get("setting", policy.get("param"))
     figures = flatten({k: v for k, v in policy.items() if k not in POLICY_FIELDS})
     order = [*(k for k in POLICY_FIGURES if k in figures), *sorted(set(figures) - set(POLICY_FIGURES))]
-    shown = "; ".join(f"{POLICY_FIGURES.get(key, key)} {_fmt(figures[key])}" for key in order)
-    return (f"Threshold policy `{policy.get('name', MISSING)}` (setting {_fmt(setting)}), applied on the "
+    shown = "; ".join(f"{POLICY_FIGURES.get(key, key)} {value_text(figures[key])}" for key in order)
+    return (f"Threshold policy `{policy.get('name', MISSING)}` (setting {value_text(setting)}), applied on the "
             "validation split" + (f": {shown}." if shown else "."))
 
 
@@ -445,13 +235,14 @@ def _openset(inputs: CardInputs) -> str:
          _share_interval(m.get("openset.known_accuracy"), n_known)],
         ["open-set accuracy, targets and held-out (as served)",
          _share_interval(m.get("openset.accuracy"), (n_known or 0) + n_heldout)],
-        ["AUROC, known vs held-out", _fmt(m.get("openset.auroc"))],
-        ["held-out accepted at 95% of targets accepted", _fmt(m.get("openset.fpr_at_95_tpr"))],
-        ["threshold", _fmt(inputs.sidecar.get("threshold"))],
+        ["AUROC, known vs held-out", value_text(m.get("openset.auroc"))],
+        ["held-out accepted at 95% of targets accepted", value_text(m.get("openset.fpr_at_95_tpr"))],
+        ["threshold", value_text(inputs.sidecar.get("threshold"))],
     ]
     return "\n\n".join([
-        f"{_fmt(n_heldout)} test images of sign types never trained on (held out: class ids {_ids(heldout)}) "
-        f"against {_fmt(n_known)} target test images; \"as served\" applies the threshold, as `signflow predict` does:",
+        f"{value_text(n_heldout)} test images of sign types never trained on (held out: class ids {_ids(heldout)}) "
+        f"against {value_text(n_known)} target test images; \"as served\" applies the threshold, "
+        "as `signflow predict` does:",
         table(["measure", "value"], rows),
         _threshold_policy(inputs.sidecar.get("threshold_policy")),
     ])
@@ -469,7 +260,7 @@ def _sizes(inputs: CardInputs) -> str:
     how = ("accuracy: the images of the model's classes (targets and trained unknown, as test accuracy) given the "
            "right class (argmax)" if measured else
            "accuracy per size not computed (no predictions.csv with the test manifest)")
-    return f"Test images by the shorter side of the original image; {how}.\n\n" + table(headers, rows, _fmt)
+    return f"Test images by the shorter side of the original image; {how}.\n\n" + table(headers, rows, value_text)
 
 
 def _exported(inputs: CardInputs) -> str:
@@ -479,21 +270,21 @@ def _exported(inputs: CardInputs) -> str:
     checkpoint = inputs.sidecar.get("source_checkpoint") or {}
     machine = (inputs.sidecar.get("exported_on") or {}).get("cpu", MISSING)
     source = (f"Exported from `{checkpoint.get('path')}` (sha256 `{checkpoint.get('sha256')}`), ONNX opset "
-              f"{_fmt(inputs.sidecar.get('opset'))}, verified on {machine}.")
+              f"{value_text(inputs.sidecar.get('opset'))}, verified on {machine}.")
     if e is None:
         return "\n\n".join(p for p in [source, files, "Export metrics: not recorded (no metrics/export.json)."] if p)
-    rows = [["PyTorch checkpoint", _fmt(e.get("torch.test_accuracy")), "-", "-"],
-            ["ONNX (float)", _fmt(e.get("onnx.test_accuracy")), _mb(e.get("onnx.size_mb")),
-             f"{_fmt(e.get('onnx.mismatched_predictions'))} answers differ from PyTorch"]]
+    rows = [["PyTorch checkpoint", value_text(e.get("torch.test_accuracy")), "-", "-"],
+            ["ONNX (float)", value_text(e.get("onnx.test_accuracy")), _mb(e.get("onnx.size_mb")),
+             f"{value_text(e.get('onnx.mismatched_predictions'))} answers differ from PyTorch"]]
     if "int8.test_accuracy" not in e:
         int8 = "int8: not built (`export.quantize` off)."
     elif e.get("int8.refused"):
         int8 = (f"int8 ({e.get('int8.format')}): refused, not shipped: it loses "
-                f"{_fmt(-float(e.get('int8.accuracy_change_points', 0.0)))} test-accuracy points, more than "
-                f"`export.max_int8_drop` ({_fmt(inputs.config.export.max_int8_drop)}).")
+                f"{value_text(-float(e.get('int8.accuracy_change_points', 0.0)))} test-accuracy points, more than "
+                f"`export.max_int8_drop` ({value_text(inputs.config.export.max_int8_drop)}).")
     else:
-        rows.append([f"ONNX int8 ({e.get('int8.format')})", _fmt(e.get("int8.test_accuracy")),
-                     _mb(e.get("int8.size_mb")), f"{_fmt(e.get('int8.mismatched_vs_float'))} answers differ from "
+        rows.append([f"ONNX int8 ({e.get('int8.format')})", value_text(e.get("int8.test_accuracy")),
+                     _mb(e.get("int8.size_mb")), f"{value_text(e.get('int8.mismatched_vs_float'))} answers differ from "
                                                   "float"])
         int8 = ""
     parts = [source, files, table(["model", "test accuracy", "size (MB)", "agreement"], rows), int8]
@@ -516,8 +307,8 @@ def _sim2real(inputs: CardInputs) -> str:
         rows.append([meaning, n, _interval(round(float(group["accuracy"]) * n), n),
                      _pct(group.get("rejected")), _pct(group.get("wrong_sign"))])
     return (f"`{SIM2REAL}`: real GTSRB photos of the target classes, answered as served "
-            f"(threshold {_fmt(result.get('threshold'))}):\n\n"
-            + table(["real images", "images", "right sign", "rejected as unknown", "wrong sign"], rows, _fmt))
+            f"(threshold {value_text(result.get('threshold'))}):\n\n"
+            + table(["real images", "images", "right sign", "rejected as unknown", "wrong sign"], rows, value_text))
 
 
 def never_seen_ids(inputs: CardInputs) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -565,7 +356,7 @@ def _limits(inputs: CardInputs) -> str:
     if weakest is not None and weakest.images:
         lines.append(f"- **Weakest class**: {weakest.name}, {_interval(weakest.right, weakest.images)}.")
     on = "synthetic validation images" if cfg.data.source == "synthetic" else "the validation split"
-    lines.append(f"- **Threshold**: {_fmt(inputs.sidecar.get('threshold'))}, chosen on {on}. Images less "
+    lines.append(f"- **Threshold**: {value_text(inputs.sidecar.get('threshold'))}, chosen on {on}. Images less "
                  "confident than those (another camera, weather, country) are rejected more often; choose a "
                  "threshold on validation images of the new domain (`signflow predict --threshold`).")
     dirty = str(inputs.lineage.get("git_dirty", "")).lower()
@@ -579,7 +370,7 @@ def _reproduce(inputs: CardInputs) -> str:
     lineage = inputs.lineage
     facts = table(["what", "value"], [
         ["git commit", f"`{lineage.get('git_commit') or MISSING}`"],
-        ["uncommitted changes", _fmt(lineage.get("git_dirty"))],
+        ["uncommitted changes", value_text(lineage.get("git_dirty"))],
         ["DVC experiment", f"`{lineage.get('dvc_experiment') or MISSING}`"],
         ["dvc.lock md5", f"`{lineage.get('dvc_lock_md5') or MISSING}`"],
         ["MLflow run", f"`{lineage.get('run_id') or MISSING}`"],
