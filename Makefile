@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install --quiet --upgrade pip
 	# pip (not uv/poetry) so torch and torchvision come from this machine's disk;
 	# ranges from pyproject.toml, exact versions from constraints.txt.
-	$(BIN)/pip install --quiet -e ".[pipeline,test,docs]" -c constraints.txt
+	$(BIN)/pip install --quiet -e ".[pipeline,tune,test,docs]" -c constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
