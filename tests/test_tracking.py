@@ -292,3 +292,15 @@ def test_relog_outputs_to_a_dead_server_returns_none(tmp_path: Path) -> None:
     _fake_project(root)
     assert relog_outputs(run_files(root), f"http://127.0.0.1:{free_port()}") is None
     assert not (root / "models" / "run.json").exists()
+
+
+def test_a_param_longer_than_mlflows_limit_is_cut_and_the_batch_still_logs(store_uri: str, tmp_path: Path) -> None:
+    """A long ``split.exclude`` list must not fail the whole log_params batch (tracking would turn off)."""
+    exclude = [{"path": f"00012/{i:05d}_00000.ppm", "reason": "a blurred frame of another sign"} for i in range(120)]
+    with tracked_run(tmp_path / "run.json", "long", {}, reuse=False, uri=store_uri) as tracker:
+        tracker.log_params(flatten({"split": {"exclude": exclude, "seed": 42}}))
+    params = MlflowClient(tracking_uri=store_uri).get_run(tracker.run_id).data.params
+    assert params["split.seed"] == "42"
+    assert len(str(exclude)) > tracking.MAX_PARAM_CHARS >= len(params["split.exclude"])
+    assert params["split.exclude"].startswith(str(exclude)[:100])
+    assert params["split.exclude"].endswith(f"({len(str(exclude))} characters in all)")

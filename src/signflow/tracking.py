@@ -31,6 +31,7 @@ STORE_FILE = "mlflow.db"
 # Fail fast instead of MLflow's default minutes of retries against a dead server.
 FAST_FAIL_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 RELOG_HINT = "re-log this run later with `signflow log-run` once the tracking server is reachable"
+MAX_PARAM_CHARS = 6000  # MLflow's limit on a param value (mlflow.utils.validation.MAX_PARAM_VAL_LENGTH)
 
 
 def resolve_tracking_uri(cwd: Path | None = None) -> str:
@@ -40,6 +41,18 @@ def resolve_tracking_uri(cwd: Path | None = None) -> str:
         return uri
     root = Path(os.environ.get("DVC_ROOT") or cwd or Path.cwd()).resolve()
     return f"sqlite:///{root / STORE_FILE}"
+
+
+def param_text(value: Any) -> str:
+    """A param's MLflow value: its text, cut to MLflow's limit (a long ``split.exclude``; params.yaml has it all).
+
+    A longer value fails the whole ``log_params`` batch, which would turn tracking off for the stage.
+    """
+    text = str(value)
+    if len(text) <= MAX_PARAM_CHARS:
+        return text
+    marker = f"... ({len(text)} characters in all)"
+    return text[:MAX_PARAM_CHARS - len(marker)] + marker
 
 
 class Tracker:
@@ -78,8 +91,7 @@ class Tracker:
     def log_params(self, params: Mapping[str, Any]) -> None:
         import mlflow
 
-        # MLflow caps a param value at a few thousand characters; ours are short.
-        self._call("log_params", mlflow.log_params, {k: str(v) for k, v in params.items()})
+        self._call("log_params", mlflow.log_params, {k: param_text(v) for k, v in params.items()})
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         import mlflow
