@@ -47,6 +47,9 @@ LONGEST_FILES_FIRST = (
     "tests/review/test_review_pipeline.py",  # 115
     "tests/docs/test_commands.py",  # 105
     "tests/commands/test_remote.py",  # 70
+    "tests/pipeline/test_exclude_stage.py",  # 60-150, the shared build aside
+    "tests/pipeline/test_external_data.py",  # 60
+    "tests/audit/test_planted_noise.py",  # 30-60: real efficientnet_lite0 features
     "tests/sweep/test_sweep_seeds_pipeline.py",  # 110 under load, the shared build aside
     "tests/reliability/test_interrupts.py",  # 70
     "tests/reliability/test_mlflow_faults.py",  # 50

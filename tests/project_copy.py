@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -21,7 +22,12 @@ from typing import Any
 import pytest
 import yaml
 
-PROJECT_PATHS = ["params.yaml", "dvc.yaml", "stages", "src", ".dvcignore", ".gitignore"]
+# data/source_fingerprint.json: the fingerprint stage's output, in git (the default source's: no inputs)
+PROJECT_PATHS = ["params.yaml", "dvc.yaml", "stages", "src", ".dvcignore", ".gitignore",
+                 "data/source_fingerprint.json"]
+# What `dvc status` says of an `always_changed` stage (fingerprint: the data source's inputs), every time.
+ALWAYS_CHANGED = "always changed"
+RUNNING_STAGE = re.compile(r"^Running stage '([^']+)':", re.M)
 DVC_TIMEOUT = 600
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "signflow tests",
@@ -74,14 +80,29 @@ class Project:
                 os.kill(int(text), signal.SIGKILL)
 
     def status(self, *targets: str) -> dict[str, Any]:
-        """``dvc status --json --with-deps`` of ``targets``: the stale stages, ``{}`` when none."""
-        return json.loads(self.dvc("status", "--json", "--with-deps", *targets).stdout or "{}")
+        """``dvc status --json --with-deps`` of ``targets``: the stale stages, ``{}`` when none.
+
+        A stage that runs on every `dvc repro` is listed as "always changed" whatever happened: it
+        counts only with another change.
+        """
+        status = json.loads(self.dvc("status", "--json", "--with-deps", *targets).stdout or "{}")
+        return {name: changes for name, changes in status.items() if changes != [ALWAYS_CHANGED]}
+
+    def always_run(self) -> set[str]:
+        """The stages with ``always_changed: true``: they run on every `dvc repro`."""
+        stages = yaml.safe_load((self.root / "dvc.yaml").read_text())["stages"]
+        return {name for name, stage in stages.items() if stage.get("always_changed")}
 
     def params(self) -> dict[str, Any]:
         return yaml.safe_load((self.root / "params.yaml").read_text())
 
     def set_params(self, params: dict[str, Any]) -> None:
         (self.root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def stages_run(log: str) -> list[str]:
+    """The stages a `dvc repro` log shows running, in order."""
+    return RUNNING_STAGE.findall(log)
 
 
 def _is_queue_worker(pid: int) -> bool:
@@ -139,6 +160,7 @@ def copy_project(
         if source.is_dir():
             shutil.copytree(source, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         elif source.exists():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, root / name)
 
     env = project_env(root, base, extra_env, drop_env)

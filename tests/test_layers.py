@@ -1,7 +1,7 @@
 """The packages layer cleanly: imports only run downwards, and the sibling packages form no cycle.
 
 Layers, top to bottom: ``commands``; ``serving``, ``training``, ``evaluation``,
-``review``, ``sweep``, ``lineage``; ``model``; ``data``; the import-light base (the root
+``review``, ``sweep``, ``lineage``, ``audit``; ``model``; ``data``; the import-light base (the root
 modules). Read statically (``signflow.codegraph``), function-level imports included.
 """
 
@@ -14,7 +14,7 @@ import pytest
 from signflow.codegraph import PACKAGE_DIR, direct_imports
 
 LAYERS = {"commands": 4, "serving": 3, "training": 3, "evaluation": 3, "review": 3, "sweep": 3, "lineage": 3,
-          "model": 2, "data": 1}
+          "audit": 3, "model": 2, "data": 1}
 BASE = 0
 
 

@@ -43,7 +43,9 @@ MONITORS = ("val_accuracy", "val_loss")
 AMP_MODES = ("none", "bf16", "fp16")  # torch.autocast dtypes, CUDA only
 SPLIT_NAMES = ("train", "val", "test")
 OFFICIAL_TEST_SPLIT = "official_test"  # a source's own test set (data.gtsrb.official_test), beside the three
-GROUP_BY = ("track", "image")
+# split.group_by: what keeps images together in one split (signflow.data.split.resolve_grouping has the code).
+GROUP_BY = ("track", "image", "hash")
+HASH_BITS = 64  # split.hash_distance's ceiling: a pHash has 64 bits (signflow.data.hashes.HASH_BITS)
 # evaluate.threshold.policy: how the open-set threshold is chosen (signflow.evaluation.threshold.POLICIES).
 THRESHOLD_POLICIES = ("se_rule", "known_kept", "heldout_rejected")
 # Synthetic renderer bounds: below MIN_SYNTHETIC_SIDE px a sign is a few pixels and
@@ -151,11 +153,16 @@ class GtsrbConfig:
     test_gt_url: str = GTSRB_TEST_GT_URL
     test_gt_md5: str = GTSRB_TEST_GT_MD5
 
-    def validate(self, prefix: str) -> None:
+    @property
+    def archive_keys(self) -> list[tuple[str, str]]:
+        """(url key, md5 key) of each archive the source fetches: training, and the official test set if asked."""
         archives = [("url", "md5")]
         if self.official_test:
             archives += [("test_images_url", "test_images_md5"), ("test_gt_url", "test_gt_md5")]
-        for url_key, md5_key in archives:
+        return archives
+
+    def validate(self, prefix: str) -> None:
+        for url_key, md5_key in self.archive_keys:
             if not getattr(self, url_key):
                 _fail(f"{prefix}.{url_key}", "", "an http(s):// or file:// URL or a local path")
             md5 = getattr(self, md5_key)
@@ -230,12 +237,29 @@ class DataConfig:
 
 
 @dataclass(frozen=True)
+class ExcludeEntry:
+    """One image left out of the splits: its ``path`` as in data/raw/index.csv, and why (kept with the data)."""
+
+    path: str = ""  # defaults only so that a missing key fails in validate, naming it
+    reason: str = ""
+
+    def validate(self, prefix: str) -> None:
+        if not self.path.strip():
+            _fail(f"{prefix}.path", self.path, "an image's path as in data/raw/index.csv")
+        if not self.reason.strip():
+            _fail(f"{prefix}.reason", self.reason, "a non-empty note saying why the image is excluded")
+
+
+@dataclass(frozen=True)
 class SplitConfig:
-    train: float = 0.6
-    val: float = 0.2
-    test: float = 0.2
+    train: float = 0.8
+    val: float = 0.1
+    test: float = 0.1
     seed: int = 42
     group_by: str = "track"
+    # group_by hash: images within this many bits of each other's pHash (transitively) share a split.
+    hash_distance: int = 6
+    exclude: tuple[ExcludeEntry, ...] = ()  # images left out of every split, each with its reason
 
     def validate(self, prefix: str) -> None:
         for name in SPLIT_NAMES:
@@ -244,6 +268,17 @@ class SplitConfig:
         if abs(total - 1.0) > FRACTION_TOLERANCE:
             _fail(f"{prefix}.train/val/test", (self.train, self.val, self.test), "fractions summing to 1")
         check_choice(f"{prefix}.group_by", self.group_by, GROUP_BY)
+        _check_range(f"{prefix}.hash_distance", self.hash_distance, 0, HASH_BITS)
+        seen: set[str] = set()
+        for i, entry in enumerate(self.exclude):
+            if entry.path in seen:
+                _fail(f"{prefix}.exclude[{i}].path", entry.path, "each image once (it is listed earlier)")
+            seen.add(entry.path)
+
+    @property
+    def exclude_reasons(self) -> dict[str, str]:
+        """``split.exclude`` as {record path: reason}."""
+        return {entry.path: entry.reason for entry in self.exclude}
 
     @property
     def fractions(self) -> dict[str, float]:
@@ -387,10 +422,25 @@ class ThresholdConfig:
 
 
 @dataclass(frozen=True)
+class SlicesConfig:
+    """The test-split slices evaluate reports accuracy and rejection for (``signflow.evaluation.slices``)."""
+
+    # Lower edges (px) of the bins of the original image's shorter side; a bin holds [edge, next edge), the last
+    # is open. A subset of metrics/data_tracks.csv's bins, so the two line up.
+    size_bins: tuple[int, ...] = (0, 32, 48, 64, 96)
+
+    def validate(self, prefix: str) -> None:
+        edges = list(self.size_bins)
+        if not edges or edges[0] < 0 or any(high <= low for low, high in zip(edges, edges[1:], strict=False)):
+            _fail(f"{prefix}.size_bins", edges, "increasing edges in px from 0 up, e.g. [0, 32, 48, 64, 96]")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     batch_size: int = 256
     ece_bins: int = 15
     threshold: ThresholdConfig = ThresholdConfig()
+    slices: SlicesConfig = SlicesConfig()
 
     def validate(self, prefix: str) -> None:
         _check_range(f"{prefix}.batch_size", self.batch_size, 1)
@@ -459,6 +509,32 @@ class ReviewConfig:
         _check_range(f"{prefix}.flips_shown", self.flips_shown, 0)
 
 
+AUDIT_HASH_SIZES = (8,)  # pHash sides signflow.data.hashes supports: 8 x 8 bits fill one uint64
+
+
+@dataclass(frozen=True)
+class AuditConfig:
+    """The ``audit`` stage (``signflow.audit``): near-duplicates across splits, suspect labels, the data's profile."""
+
+    hash_size: int = 8  # pHash side: hash_size ** 2 bits per image
+    hash_distance: int = 4  # near-duplicates: pHashes at most this many bits apart (docs/audit.md: how it was chosen)
+    folds: int = 5  # label check: cross-validation folds, grouped by track
+    logistic_c: float = 0.003  # label check: inverse L2 strength of the logistic regression (scikit-learn's C)
+    max_suspects: int = 24  # suspects in the report's table and gallery (suspects.csv has every one)
+    gallery_pairs: int = 12  # closest cross-split pairs in the report's table and gallery (duplicates.csv: all)
+    batch_size: int = 256  # images per frozen-backbone batch
+
+    def validate(self, prefix: str) -> None:
+        if self.hash_size not in AUDIT_HASH_SIZES:
+            _fail(f"{prefix}.hash_size", self.hash_size, " | ".join(map(str, AUDIT_HASH_SIZES)))
+        _check_range(f"{prefix}.hash_distance", self.hash_distance, 0, self.hash_size ** 2)
+        _check_range(f"{prefix}.folds", self.folds, 2)
+        _check_range(f"{prefix}.logistic_c", self.logistic_c, 1e-12)
+        for name in ("max_suspects", "gallery_pairs"):
+            _check_range(f"{prefix}.{name}", getattr(self, name), 0)
+        _check_range(f"{prefix}.batch_size", self.batch_size, 1)
+
+
 @dataclass(frozen=True)
 class Config:
     strategy: str = "linear"
@@ -470,6 +546,7 @@ class Config:
     evaluate: EvaluateConfig = EvaluateConfig()
     export: ExportConfig = ExportConfig()
     review: ReviewConfig = ReviewConfig()
+    audit: AuditConfig = AuditConfig()
 
     def validate(self, prefix: str) -> None:
         check_choice("strategy", self.strategy, STRATEGIES)

@@ -33,6 +33,7 @@ USER_ERRORS: dict[str, tuple[str, ...]] = {
     "signflow.data.manifest": ("DataError",),
     "signflow.data.archive": ("UnsafeArchiveError",),
     "signflow.data.fetch": ("DownloadError",),
+    "signflow.data.fingerprint": ("MissingInputError",),
     "signflow.model.checkpoint": ("CheckpointError",),
     "signflow.model.backbones": ("WeightsUnavailableError", "WeightsMismatchError"),
     "signflow.runtime": ("DeviceUnavailableError",),

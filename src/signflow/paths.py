@@ -12,11 +12,17 @@ from pathlib import Path
 
 PARAMS = Path("params.yaml")
 
-# download -> split -> add_unknown
+# fingerprint -> download -> split -> add_unknown
+# The data source's external inputs (a folder's files, a mirror file): in git, a dependency of download.
+SOURCE_FINGERPRINT = Path("data/source_fingerprint.json")
 RAW_DIR = Path("data/raw")  # shards/, quarantine/, index.csv, official_test.csv, quarantine.csv (data.records)
 DOWNLOAD_CACHE = Path("data/downloads")  # git-ignored; keeps the archive so a re-run does not fetch again
 SPLIT_DIR = Path("data/split")  # {train,val,test}.csv: target manifests
 DATASET_DIR = Path("data/dataset")  # {split}.csv + {split}.npy: every image decoded once
+
+# audit (after add_unknown): what the data holds, reported, never changed
+AUDIT_METRICS = Path("metrics/audit.json")
+AUDIT_DIR = Path("reports") / "audit"  # README.md, its PNGs and CSVs, in git (renders on GitHub)
 
 # train
 MODELS_DIR = Path("models")

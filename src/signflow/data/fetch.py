@@ -76,7 +76,7 @@ def fetch(
     verified, never deleted, because it is the user's own copy.
     """
     dest = Path(dest)
-    local = _local_source(source)
+    local = local_source(source)
     if local is not None and local.exists() and dest.exists() and local.samefile(dest):
         _verify(dest, md5, source, delete_on_mismatch=False)
         log.info("%s is the source itself; verified in place", dest)
@@ -91,7 +91,7 @@ def fetch(
     return dest
 
 
-def _local_source(source: str) -> Path | None:
+def local_source(source: str) -> Path | None:
     """The filesystem path of a ``file://`` URL or plain path; None for http(s)."""
     parsed = urlparse(source)
     scheme = parsed.scheme.lower()

@@ -27,7 +27,7 @@ from signflow.data.decode import decode_into
 from signflow.data.images import ImageLimits
 from signflow.data.manifest import HELDOUT_LABEL_IDX, MANIFEST_COLUMNS, ROLE_HELDOUT, ROLE_UNKNOWN, DataError, to_frame
 from signflow.data.records import RawRecord
-from signflow.data.split import split_records, target_frame
+from signflow.data.split import Grouping, apply_exclude, resolve_grouping, split_records, target_frame
 from signflow.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -105,12 +105,14 @@ def build_open_set(
     max_images: int,
     heldout_max_images: int,
     available: Sequence[str] | None = None,
+    grouping: Grouping | None = None,
 ) -> dict[str, pd.DataFrame]:
     """Frames per split for the "unknown" class (when enabled) and the held-out set.
 
     ``index`` needs only the non-target classes' records (targets never feed
     either), with ``available`` then every class id of the data; by default it
-    is the index's classes.
+    is the index's classes. ``grouping`` keeps groups of the sampled images
+    in one split (default: tracks).
     """
     available = sorted(available if available is not None else {r.class_id for r in index})
     missing = sorted(set(heldout) - set(available))
@@ -120,12 +122,12 @@ def build_open_set(
     if enabled:
         sources = resolve_unknown_classes(available, target_ids, unknown_classes, heldout)
         picked = sample_balanced(index, sources, max_images, seed)
-        for name, recs in split_records(picked, fractions, seed).items():
+        for name, recs in split_records(picked, fractions, seed, grouping=grouping).items():
             frames[name].append(to_frame(recs, UNKNOWN_NAME, len(target_ids), ROLE_UNKNOWN))
     if heldout:
         picked = sample_balanced(index, list(heldout), heldout_max_images, seed + 1)
         evaluation = {"val": fractions["val"], "test": fractions["test"]}
-        for name, recs in split_records(picked, evaluation, seed).items():
+        for name, recs in split_records(picked, evaluation, seed, grouping=grouping).items():
             frames[name].append(to_frame(recs, UNKNOWN_NAME, HELDOUT_LABEL_IDX, ROLE_HELDOUT))
     return {name: pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=MANIFEST_COLUMNS)
             for name, parts in frames.items()}
@@ -152,6 +154,17 @@ def official_test_frame(
     return frame
 
 
+def _open_set_grouping(split: SplitConfig, raw_dir: Path, limits: ImageLimits, workers: int) -> Grouping | None:
+    """Hash clusters for ``group_by: hash`` (a folder's other signs leak like its targets), else tracks.
+
+    ``group_by: image`` is a leaky comparison of the targets only: the open set keeps its tracks then, as always.
+    """
+    if split.group_by != "hash":
+        return None
+    return resolve_grouping(split.group_by, raw_root=raw_dir, hash_distance=split.hash_distance, limits=limits,
+                            workers=workers)
+
+
 def _with_open_set(targets: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
     """A split's rows: its targets, then its open-set rows (no copy when there are none)."""
     return targets.reset_index(drop=True) if extra.empty else pd.concat([targets, extra], ignore_index=True)
@@ -172,21 +185,25 @@ def build_dataset(
 
     ``targets`` are the split stage's manifests; ``raw_dir`` is the raw dataset
     their shards (or loose paths) are relative to. A non-empty ``official_test``
-    adds that split. ``index`` and ``available`` are as in :func:`build_open_set`.
-    ``out_dir`` is replaced atomically. Returns the manifests written.
+    adds that split. ``index`` and ``available`` are as in :func:`build_open_set`;
+    images ``split.exclude`` names are left out of ``index`` as the split stage
+    left them out of the targets. ``out_dir`` is replaced atomically. Returns the
+    manifests written.
 
     Memory: the index and each split stage manifest are dropped as soon as they
     are used, so a caller that passes them without keeping a reference (as the
     stage does) holds one copy of the manifests while decoding.
     """
     available = sorted(available if available is not None else {r.class_id for r in index})
+    index = apply_exclude(index, split.exclude_reasons)
+    limits = ImageLimits(data.min_image_side, data.max_image_side)
     extra = build_open_set(
         index, data.class_ids, split.fractions, split.seed, enabled=unknown.enabled,
         unknown_classes=unknown.classes, heldout=unknown.heldout, max_images=unknown.max_images,
         heldout_max_images=unknown.heldout_max_images, available=available,
+        grouping=_open_set_grouping(split, raw_dir, limits, data.decode_workers),
     )
     del index  # see "Memory" above
-    limits = ImageLimits(data.min_image_side, data.max_image_side)
     targets = dict(targets)  # popped split by split below: each manifest is released once its frame exists
     frames = {name: _with_open_set(targets.pop(name), extra[name]) for name in SPLIT_NAMES}
     if official_test:

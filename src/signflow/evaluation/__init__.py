@@ -8,6 +8,8 @@
 - ``threshold``: the threshold policies (``POLICIES``: ``se_rule``, ``known_kept``,
   ``heldout_rejected``) that choose it on validation, and the trade-off curve
   of known images kept against held-out ones rejected;
+- ``slices``: accuracy and rejection of the test split by slice (sign size,
+  position in its track, data source), evaluate.json's ``slice.*`` keys;
 - ``evaluate``: the evaluate stage's work (scores the splits, writes
   ``metrics/evaluate.json``, ``predictions.csv`` and the plot data);
 - ``report``: the report stage (``reports/pipeline/``); ``plots``: its figures.

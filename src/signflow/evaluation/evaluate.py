@@ -8,6 +8,8 @@ policy ``evaluate.threshold.policy`` names (``signflow.evaluation.threshold``),
 and the trade-off every threshold offers there is written beside it. When
 the data has an official test set (GTSRB's), its closed-set metrics are
 reported too, as ``official_test.*``, comparable with published results.
+Accuracy and rejection by slice of the test split (sign size, position in its
+track, data source) are ``slice.*`` (``signflow.evaluation.slices``).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from signflow.catalog import UNKNOWN_NAME
 from signflow.config import EvaluateConfig, ThresholdConfig
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET
 from signflow.evaluation.metrics import (
@@ -40,6 +43,7 @@ from signflow.evaluation.openset import (
     roc_points,
     share_assigned_known,
 )
+from signflow.evaluation.slices import SLICE_PREFIX, slice_metrics
 from signflow.evaluation.threshold import OpenSetSplit, choose_all, outcomes_at, tradeoff_curve
 from signflow.model.calibration import softmax
 from signflow.model.inference import LoadedModel, predict_logits
@@ -156,6 +160,13 @@ def official_test_metrics(official: Scored, class_names: list[str], ece_bins: in
                                    **_accuracy_interval(labels, probs.argmax(axis=1))})
 
 
+def split_slices(split: Scored, decisions: list[str], cfg: EvaluateConfig) -> dict[str, Any]:
+    """evaluate.json's ``slice.*`` keys: right classes and "unknown" answers (``decisions``) of ``split``'s images."""
+    correct = split.preds == split.frame["label_idx"].to_numpy()
+    rejected = np.asarray(decisions, dtype=object) == UNKNOWN_NAME
+    return _flat(SLICE_PREFIX, slice_metrics(split.frame, correct, rejected, cfg.slices.size_bins))
+
+
 def evaluate(
     loaded: LoadedModel, val: Scored, test: Scored, cfg: EvaluateConfig, official: Scored | None = None
 ) -> EvaluationResult:
@@ -183,7 +194,8 @@ def evaluate(
     return EvaluationResult(
         metrics={**_flat("test", closed), **_flat("val", {"accuracy": val_closed["accuracy"]}),
                  **_flat(OPENSET_PREFIX.rstrip("."), opened.metrics),
-                 **(official_test_metrics(official, names, cfg.ece_bins) if official is not None else {})},
+                 **(official_test_metrics(official, names, cfg.ece_bins) if official is not None else {}),
+                 **split_slices(test, predictions["decision"].tolist(), cfg)},
         per_class=pd.DataFrame(per_class_table(labels, preds, names)).round(ROUND_DIGITS),
         confusion=pd.DataFrame(confusion_rows(labels, preds, names)),
         predictions=predictions,

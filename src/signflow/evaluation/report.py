@@ -26,8 +26,9 @@ from signflow.config import SPLIT_NAMES
 from signflow.data.arrays import load_split
 from signflow.data.manifest import ROLE_HELDOUT, ROLE_TARGET, ROLE_UNKNOWN
 from signflow.evaluation import plots
-from signflow.evaluation.metrics import confusion_matrix_counts
+from signflow.evaluation.metrics import CONFIDENCE_LEVEL, confusion_matrix_counts, wilson_interval
 from signflow.evaluation.openset import POLICY_KEYS, THRESHOLD_KEY, decide
+from signflow.evaluation.slices import OPEN_BIN, SliceRow, slice_rows
 from signflow.evaluation.threshold import POLICIES, PolicyChoice, policy_points
 from signflow.files import atomic_path
 from signflow.markdown import MISSING, value_text
@@ -43,7 +44,7 @@ SAMPLES_PNG, RELIABILITY_PNG, ROC_PNG = "sample_probabilities.png", "reliability
 PER_CLASS_PNG, THRESHOLD_PNG = "per_class_accuracy.png", "threshold_tradeoff.png"
 # Section headings, in report order (tests check each one is present).
 SECTIONS = (
-    "Dataset", "Key parameters", "Metrics", "Per-class results", "Confusion matrix", "Training curves",
+    "Dataset", "Key parameters", "Metrics", "Per-class results", "Slices", "Confusion matrix", "Training curves",
     "Misclassified test images", "Least-confident correct predictions", "Sample predictions",
     "Calibration", "Open-set ROC", "Rejection threshold", "Classification report",
 )
@@ -368,6 +369,43 @@ def _per_class_section(inputs: ReportInputs, shown: Mapping[str, str]) -> str:
     return f"{rows}\n\n![per-class accuracy]({PER_CLASS_PNG})"
 
 
+SLICES_INTRO = (
+    "Test images by slice (`slice.*` in `metrics/evaluate.json`; `evaluate.slices` sets the size bins). "
+    "Size: the original image's shorter side. Position: first, middle or last third of its track's test "
+    "frames (later frames are nearer; tracks of 3 or more test images only). Images: the labelled ones "
+    "(targets and trained \"unknown\"); accuracy: the share given the right class, with its 95% interval; "
+    "rejected: the share of the slice's target images answered \"unknown\" at the threshold."
+)
+
+
+def slice_label(row: SliceRow) -> str:
+    """How the report names a slice: "size 32-47 px", "size 96+ px", "position: first third", "source: gtsrb"."""
+    if row.kind == "size":
+        return f"size {row.name.replace(f'-{OPEN_BIN}', '+')} px"
+    if row.kind == "position":
+        return f"position: {row.name} third"
+    return f"{row.kind}: {row.name}"
+
+
+def slice_accuracy(row: SliceRow) -> str:
+    """The slice's accuracy with its Wilson interval, recounted from ``n`` and the rounded rate: slices are small."""
+    if row.accuracy is None or row.n <= 0:
+        return value_text(row.accuracy)
+    low, high = wilson_interval(min(row.n, round(row.accuracy * row.n)), row.n, CONFIDENCE_LEVEL)
+    return f"{value_text(row.accuracy)} ({value_text(low)}-{value_text(high)})"
+
+
+def slices_section(metrics: Mapping[str, Any]) -> str:
+    """The "Slices" table: slice, images, accuracy (95% CI), rejected; a line saying why when there is none."""
+    rows = slice_rows(metrics)
+    if not rows:
+        return ("No slices in `metrics/evaluate.json`: no test image has a recorded size or a track of 3 or more "
+                "test frames, or an older evaluate stage wrote it.")
+    table = md_table(["slice", "images", "accuracy (95% CI)", "rejected"],
+                     [[slice_label(r), r.n, slice_accuracy(r), r.rejected] for r in rows])
+    return f"{SLICES_INTRO}\n\n{table}"
+
+
 def confused_pairs(labels: np.ndarray, predicted: np.ndarray, names: Sequence[str],
                    top: int = TOP_CONFUSED) -> list[list[Any]]:
     """The ``top`` most frequent (true, predicted) mistakes: true, predicted, images, share of the true class."""
@@ -534,6 +572,7 @@ def render_markdown(inputs: ReportInputs, notes: Mapping[str, str]) -> str:
         "Key parameters": _params_section(inputs.params),
         "Metrics": _metrics_section(inputs.metrics),
         "Per-class results": _per_class_section(inputs, shown),
+        "Slices": slices_section(inputs.metrics),
         **{name: _figure_section(name, notes.get(name, "")) for name in FIGURES},
         "Classification report": f"```\n{inputs.report_text.rstrip()}\n```",
     }

@@ -1,0 +1,1 @@
+"""Tests of signflow.audit (a package: its test modules may share base names with others)."""
