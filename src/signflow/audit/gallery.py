@@ -9,18 +9,17 @@ gives a one-line figure, so a link never points at a missing or stale file.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from signflow.data.arrays import release_resident
-from signflow.files import atomic_path
+from signflow.figures import saved_figure
 
 DPI = 90  # a 64 px sign stays crisp at THUMB_INCHES, and the PNGs stay small
 THUMB_INCHES = 1.4  # side of one thumbnail: a caption line of 24 monospace characters at CAPTION_FONT
@@ -35,16 +34,8 @@ NO_PAIRS = "no near-duplicate pair across splits"
 NO_SUSPECTS = "no suspect label"
 
 
-@contextmanager
-def _saved_figure(out: Path, width: float, height: float) -> Iterator[Figure]:
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    try:
-        yield fig
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=DPI, format="png", facecolor="white")
-    finally:
-        fig.clear()
+def _saved_figure(out: Path, width: float, height: float) -> AbstractContextManager[Figure]:
+    return saved_figure(out, width, height, DPI)
 
 
 def _message(out: Path, text: str) -> None:

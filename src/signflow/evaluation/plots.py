@@ -11,21 +11,20 @@ from __future__ import annotations
 
 import math
 import textwrap
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
-from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.image import AxesImage
 
 from signflow.evaluation.metrics import confusion_matrix_counts, expected_calibration_error
 from signflow.evaluation.openset import DEFAULT_TPR
 from signflow.evaluation.threshold import policy_points
-from signflow.files import atomic_path
+from signflow.figures import saved_figure
 
 DPI = 110  # sharp on GitHub at its ~900 px content width without multi-megabyte PNGs
 PANEL_INCHES = 4.6  # side of one chart panel
@@ -69,17 +68,8 @@ PROBS_PER_ROW = 2  # thumbnail + bar chart pairs side by side
 MAX_BARS = 10  # classes drawn per probability chart; with more (e.g. all 43 signs) the most probable
 
 
-@contextmanager
-def _saved_figure(out: Path | str, width: float, height: float) -> Iterator[Figure]:
-    """A fresh Agg figure; written to ``out`` atomically when the block succeeds."""
-    fig = Figure(figsize=(width, height), layout="constrained")
-    FigureCanvasAgg(fig)
-    try:
-        yield fig
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, dpi=DPI, format="png", facecolor="white")
-    finally:
-        fig.clear()
+def _saved_figure(out: Path | str, width: float, height: float) -> AbstractContextManager[Figure]:
+    return saved_figure(out, width, height, DPI)
 
 
 def _wrap(text: str) -> str:
