@@ -113,10 +113,10 @@ def _modified_in(project: Project, path: str) -> set[str]:
 
 
 def test_editing_a_module_marks_exactly_the_stages_that_import_it(reproduced: Reproduced, tmp_path: Path) -> None:
-    """dvc.yaml deps follow the imports: transforms.py -> train, evaluate, report, export; report.py -> report."""
+    """Deps follow the imports: transforms.py -> audit, train, evaluate, report, export; report.py -> report."""
     project = reproduced_copy(reproduced, tmp_path)  # every stage in dvc.lock
     assert project.status() == {}
-    for path, expected in (("src/signflow/model/transforms.py", {"train", "evaluate", "report", "export"}),
+    for path, expected in (("src/signflow/model/transforms.py", {"audit", "train", "evaluate", "report", "export"}),
                            ("src/signflow/evaluation/report.py", {"report"})):
         module = project.root / path
         original = module.read_text()
